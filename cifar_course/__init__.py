@@ -1,0 +1,19 @@
+"""cifar-course: the helpers behind the notebooks. Data, models, training, checkpoints, plots."""
+
+from .data import CIFAR10, CLASSES, TensorData, get_datasets, smoke_mode
+from .errors import CourseError
+from .models import LessonNet, LessonNetSequential, copy_weights, count_parameters
+
+__version__ = "0.1.0"
+__all__ = [
+    "CIFAR10",
+    "CLASSES",
+    "CourseError",
+    "LessonNet",
+    "LessonNetSequential",
+    "TensorData",
+    "copy_weights",
+    "count_parameters",
+    "get_datasets",
+    "smoke_mode",
+]

@@ -1,0 +1,135 @@
+"""The ``cifar-course`` command line: data, train, evaluate, predict."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .errors import CourseError
+from .training import TrainConfig
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import BASE_FOLDER, CLASSES, check_data
+
+    root, n_train, n_test = check_data()
+    print(f"CIFAR-10 found in {(root / BASE_FOLDER).resolve()}")
+    print(f"all files intact: {n_train:,} train and {n_test:,} test images, {len(CLASSES)} classes")
+    print("classes: " + ", ".join(CLASSES))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import fit
+
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
+        seed=args.seed, out=args.out, logdir=args.logdir, resume=args.resume,
+    )  # fmt: skip
+    fit(config)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from .checkpoints import load_model
+    from .data import CLASSES, get_datasets
+    from .device import pick_device
+    from .training import per_class_accuracy, predict_all
+
+    device = pick_device(args.device)
+    model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
+    _, test_set = get_datasets()
+    loader = DataLoader(test_set, batch_size=args.batch_size)
+    _, predicted, targets = predict_all(model, loader, device)
+    accuracy = (predicted == targets).float().mean().item()
+    print(f"test accuracy of {args.checkpoint}: {accuracy:.2%} on {len(targets):,} images")
+    for name, acc in zip(CLASSES, per_class_accuracy(predicted, targets), strict=True):
+        print(f"  {name:<10} {acc:.2%}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoints import load_model
+    from .inference import predict
+
+    model = load_model(args.checkpoint, trust_pickle=args.trust_pickle)
+    failures = 0
+    for path in args.images:
+        try:
+            top = predict(model, path, k=args.top)
+        except CourseError as exc:
+            failures += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        rest = "  ".join(f"{name} {p:.1%}" for name, p in top[1:])
+        print(f"{path}\t{top[0][0]}\t{top[0][1]:.1%}" + (f"\t({rest})" if rest else ""))
+    if failures:
+        print(f"error: {failures} of {len(args.images)} images could not be classified",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per job."""
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="cifar-course", description="The cifar-course helpers: CIFAR-10 with PyTorch."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("data", help="find CIFAR-10 and check that it is complete and intact")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train the lesson net (the lecture's recipe by default)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                   help="default: %(default)s")  # fmt: skip
+    p.add_argument("--lr", type=float, default=defaults.lr, help="SGD learning rate (%(default)s)")
+    p.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda", "mps"],
+                   help="default: %(default)s (cuda, then mps, then cpu)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    p.add_argument("--out", default=defaults.out, metavar="DIR",
+                   help="folder for the per-epoch checkpoints (%(default)s)")  # fmt: skip
+    p.add_argument("--logdir", default=defaults.logdir, metavar="DIR",
+                   help="TensorBoard log folder (%(default)s)")  # fmt: skip
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help="continue from a checkpoint written by an earlier run")  # fmt: skip
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a checkpoint, overall and per class")
+    p.add_argument("--checkpoint", required=True, metavar="PATH")
+    p.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a whole-model pickle; it can run code, so only for files you trust")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files with a checkpoint")
+    p.add_argument("--checkpoint", required=True, metavar="PATH")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=3, help="how many classes to show (%(default)s)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a whole-model pickle; it can run code, so only for files you trust")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a sub-command; turn a CourseError into one line on stderr and exit 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CourseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the checkpoints already written are intact", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""CIFAR-10 in the lesson's form: where to find it, a torchvision-style Dataset, a fast tensor path.
+
+Sources, in order:
+
+1. the folder named by ``CIFAR_COURSE_DATA``, which holds ``cifar-10-batches-py/``;
+2. torchvision's own download into ``./data`` (needs internet).
+
+With ``CIFAR_COURSE_SMOKE=1`` every entry point uses a small fixed slice of the real data
+(the first ``SMOKE_TRAIN`` training and ``SMOKE_TEST`` test images), which is what the tests run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .errors import CourseError
+
+ENV_DATA = "CIFAR_COURSE_DATA"
+ENV_SMOKE = "CIFAR_COURSE_SMOKE"
+DEFAULT_DOWNLOAD_ROOT = Path("data")
+BASE_FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_FILES = ["test_batch"]
+META_FILE = "batches.meta"
+SMOKE_TRAIN = 2000
+SMOKE_TEST = 1000
+CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+# The md5 sums of the official cifar-10-python.tar.gz files (the same table torchvision uses).
+OFFICIAL_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+
+HOW_TO_GET_DATA = (
+    f"Either set {ENV_DATA} to a folder that contains '{BASE_FOLDER}/' "
+    f"(for example: export {ENV_DATA}=/path/to/cifar10), "
+    f"or connect to the internet so torchvision can download CIFAR-10 (170 MB) into "
+    f"'./{DEFAULT_DOWNLOAD_ROOT}'."
+)
+
+
+def smoke_mode() -> bool:
+    """True when ``CIFAR_COURSE_SMOKE=1``: entry points then use a small fixed slice of the data."""
+    return os.environ.get(ENV_SMOKE, "").strip() not in ("", "0", "false", "False")
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_md5sums(root: Path) -> dict[str, str]:
+    """Read an ``MD5SUMS`` file beside the batches, as the shared re-packed copy has."""
+    sums: dict[str, str] = {}
+    md5sums = root / "MD5SUMS"
+    if md5sums.is_file():
+        for line in md5sums.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                sums[Path(parts[1]).name] = parts[0]
+    return sums
+
+
+def verify_files(root: Path) -> None:
+    """Check that every batch file under ``root/cifar-10-batches-py`` exists and is intact.
+
+    A file passes when its md5 is the official one or the one listed in ``root/MD5SUMS``.
+    """
+    folder = root / BASE_FOLDER
+    if not folder.is_dir():
+        raise CourseError(
+            f"'{root}' does not contain a '{BASE_FOLDER}/' folder; {ENV_DATA} must name the folder "
+            f"that holds '{BASE_FOLDER}/', not the batches themselves. {HOW_TO_GET_DATA}"
+        )
+    local = _read_md5sums(root)
+    for name in [*TRAIN_FILES, *TEST_FILES, META_FILE]:
+        path = folder / name
+        if not path.is_file():
+            raise CourseError(f"CIFAR-10 file '{path}' is missing. {HOW_TO_GET_DATA}")
+        md5 = _md5(path)
+        if md5 not in (OFFICIAL_MD5[name], local.get(name)):
+            raise CourseError(
+                f"CIFAR-10 file '{path}' is damaged (md5 {md5} matches neither the official sum "
+                f"nor {root / 'MD5SUMS'}). Delete the folder and copy or download it again."
+            )
+
+
+def _load_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    try:
+        with path.open("rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = list(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    except Exception as exc:  # a damaged pickle can raise almost anything
+        raise CourseError(
+            f"Cannot read CIFAR-10 file '{path}' ({type(exc).__name__}: {exc}). "
+            "Delete the folder and copy or download it again."
+        ) from exc
+    if len(labels) != len(data):
+        raise CourseError(f"CIFAR-10 file '{path}' has {len(data)} images but {len(labels)} labels.")
+    return data, labels
+
+
+def find_data_root(download: bool = True) -> Path:
+    """Return a folder holding ``cifar-10-batches-py/``: ``$CIFAR_COURSE_DATA``, else ``./data``.
+
+    Downloads with torchvision into ``./data`` when neither has the data and ``download`` is true.
+    """
+    env = os.environ.get(ENV_DATA)
+    if env:
+        root = Path(env).expanduser()
+        if not root.is_dir():
+            raise CourseError(f"{ENV_DATA}='{env}' is not a folder. {HOW_TO_GET_DATA}")
+        if not (root / BASE_FOLDER).is_dir():
+            raise CourseError(
+                f"{ENV_DATA}='{env}' has no '{BASE_FOLDER}/' folder inside it. {HOW_TO_GET_DATA}"
+            )
+        return root
+    root = DEFAULT_DOWNLOAD_ROOT
+    if (root / BASE_FOLDER).is_dir():
+        return root
+    if not download:
+        raise CourseError(f"CIFAR-10 was not found. {HOW_TO_GET_DATA}")
+    from torchvision.datasets import CIFAR10
+
+    try:
+        CIFAR10(root=str(root), train=True, download=True)
+    except Exception as exc:  # URLError, timeouts, disk errors
+        raise CourseError(
+            f"CIFAR-10 was not found and the download failed ({type(exc).__name__}: {exc}). "
+            f"{HOW_TO_GET_DATA}"
+        ) from exc
+    return root
+
+
+@dataclass
+class Arrays:
+    """One CIFAR-10 split as NumPy arrays: images ``[N, 3, 32, 32]`` uint8 and labels ``[N]``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def load_arrays(train: bool, root: Path | None = None, limit: int | None = None) -> Arrays:
+    """Read one split from the python batches; ``limit`` keeps only the first images."""
+    root = find_data_root() if root is None else root
+    folder = root / BASE_FOLDER
+    images, labels = [], []
+    for name in TRAIN_FILES if train else TEST_FILES:
+        path = folder / name
+        if not path.is_file():
+            raise CourseError(f"CIFAR-10 file '{path}' is missing. {HOW_TO_GET_DATA}")
+        data, batch_labels = _load_batch(path)
+        images.append(data)
+        labels.extend(batch_labels)
+        if limit is not None and len(labels) >= limit:
+            break
+    arrays = Arrays(np.concatenate(images), np.asarray(labels, dtype=np.int64))
+    if limit is not None:
+        arrays = Arrays(arrays.images[:limit], arrays.labels[:limit])
+    if arrays.labels.min() < 0 or arrays.labels.max() >= len(CLASSES):
+        raise CourseError(f"CIFAR-10 labels under '{folder}' are outside 0..9: the files are damaged.")
+    return arrays
+
+
+def default_limit(train: bool) -> int | None:
+    """The smoke-mode slice size for a split, or None (all images) outside smoke mode."""
+    if not smoke_mode():
+        return None
+    return SMOKE_TRAIN if train else SMOKE_TEST
+
+
+class CIFAR10(Dataset):
+    """CIFAR-10 as a torchvision-style Dataset: ``dataset[i]`` is ``(transform(PIL image), label)``.
+
+    torchvision's own ``CIFAR10`` checks the official md5 sums and so refuses re-packed copies
+    such as the course's shared one; this class reads the same python batches without that check.
+    """
+
+    def __init__(
+        self,
+        train: bool = True,
+        transform: Callable[[Image.Image], Any] | None = None,
+        root: str | Path | None = None,
+        limit: int | None = None,
+    ) -> None:
+        root = find_data_root() if root is None else Path(root)
+        limit = default_limit(train) if limit is None else limit
+        arrays = load_arrays(train, root, limit)
+        self.root = root
+        self.train = train
+        self.transform = transform
+        self.data = arrays.images.transpose(0, 2, 3, 1).copy()  # [N, 32, 32, 3], like torchvision
+        self.targets = arrays.labels.tolist()
+        self.classes = list(CLASSES)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = Image.fromarray(self.data[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[index]
+
+    def __repr__(self) -> str:
+        split = "train" if self.train else "test"
+        return f"CIFAR10({split}, {len(self)} images, root='{self.root}')"
+
+
+def get_datasets(
+    transform: Callable[[Image.Image], Any] | None = None,
+) -> tuple[CIFAR10, CIFAR10]:
+    """The lesson's train and test sets; ``transform`` defaults to ``ToTensor()``."""
+    if transform is None:
+        from torchvision import transforms
+
+        transform = transforms.ToTensor()
+    root = find_data_root()
+    return CIFAR10(True, transform, root), CIFAR10(False, transform, root)
+
+
+class TensorData:
+    """A whole split held as one uint8 tensor on a device, served in shuffled float batches.
+
+    No PIL and no per-sample Python: each batch is one index into the tensor, scaled to [0, 1]
+    exactly as ``ToTensor`` does, so the numbers match the lesson's DataLoader.
+    """
+
+    def __init__(
+        self,
+        train: bool,
+        device: torch.device | str = "cpu",
+        root: Path | None = None,
+        limit: int | None = None,
+    ) -> None:
+        limit = default_limit(train) if limit is None else limit
+        arrays = load_arrays(train, find_data_root() if root is None else root, limit)
+        self.device = torch.device(device)
+        self.images = torch.from_numpy(arrays.images).to(self.device)
+        self.labels = torch.from_numpy(arrays.labels).to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(images float [B,3,32,32] in [0,1], labels [B])`` on the device."""
+        n = len(self)
+        if shuffle:
+            order = torch.randperm(n, generator=generator).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            yield self.images[idx].float().div_(255), self.labels[idx]
+
+
+def check_data() -> tuple[Path, int, int]:
+    """Find the data, verify every file and its counts; return ``(root, n_train, n_test)``."""
+    root = find_data_root()
+    verify_files(root)
+    train = load_arrays(True, root)
+    test = load_arrays(False, root)
+    with (root / BASE_FOLDER / META_FILE).open("rb") as f:
+        try:
+            names = pickle.load(f, encoding="latin1")["label_names"]
+        except Exception as exc:
+            raise CourseError(f"Cannot read '{f.name}': {exc}. Copy the data again.") from exc
+    if len(train.labels) != 50_000 or len(test.labels) != 10_000:
+        raise CourseError(
+            f"Expected 50,000 train and 10,000 test images under '{root}', found "
+            f"{len(train.labels):,} and {len(test.labels):,}. Copy or download the data again."
+        )
+    if tuple(names) != CLASSES:
+        raise CourseError(f"Unexpected class names in '{root}': {names}.")
+    return root, len(train.labels), len(test.labels)

@@ -1,0 +1,77 @@
+"""Choosing a device and timing work on it honestly (synchronize before reading the clock)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+import torch
+
+from .errors import CourseError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a named device must be available."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps is not None and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CourseError(
+            "--device cuda was asked for, but PyTorch sees no CUDA GPU here. Use --device auto or "
+            "cpu, or on Colab choose Runtime > Change runtime type > GPU."
+        )
+    if name == "mps" and not mps_ok:
+        raise CourseError("--device mps needs an Apple-silicon Mac; use --device auto or cpu.")
+    if name not in ("cpu", "cuda", "mps"):
+        raise CourseError(f"Unknown device '{name}'; choose auto, cpu, cuda or mps.")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait until all queued work on ``device`` has finished (a no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class Timer:
+    """Context manager that synchronizes the device on entry and exit: ``with Timer(d) as t:``."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> Timer:
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._start
+
+
+def measure(
+    fn: Callable[[], object], device: torch.device | str = "cpu", warmup: int = 1, repeat: int = 3
+) -> list[float]:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeat`` times timed; return the seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        with Timer(device) as t:
+            fn()
+        times.append(t.seconds)
+    return times

@@ -1,0 +1,84 @@
+"""Classifying any image file: open it, make it RGB, resize to 32x32, eval, no_grad, softmax."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import nn
+from torchvision import transforms
+
+from .data import CLASSES
+from .errors import CourseError
+
+# The lesson's preprocessing: squash to 32x32 (as the lecture does), then ToTensor's [0, 1] floats.
+TO_INPUT = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, keeping 16-bit and float images' brightness."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if image.mode == "F" and values.max() <= 1.0 else 65535.0
+        if image.mode == "F" and top == 1.0:
+            scaled = values * 255.0
+        elif values.max() <= 255:  # a 32-bit "I" image that only holds 8-bit values
+            scaled = values
+        else:
+            scaled = values * 255.0 / top
+        image = Image.fromarray(np.clip(scaled, 0, 255).round().astype(np.uint8), mode="L")
+    elif image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file as upright RGB (EXIF rotation applied; first frame of an animation)."""
+    path = Path(path)
+    if not path.exists():
+        raise CourseError(f"'{path}': no such file. Check the path.")
+    if path.is_dir():
+        raise CourseError(f"'{path}' is a folder, not an image file.")
+    if path.stat().st_size == 0:
+        raise CourseError(f"'{path}' is empty (0 bytes), not an image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.seek(0)
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+                return to_rgb(upright if upright is not None else image)
+    except UnidentifiedImageError as exc:
+        raise CourseError(f"'{path}' is not an image Pillow can read (JPEG, PNG, GIF, ...).") from exc
+    except Image.DecompressionBombError as exc:
+        raise CourseError(f"'{path}' is too large to open safely ({exc}). Resize it first.") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CourseError(f"'{path}' is a damaged or truncated image ({exc}).") from exc
+
+
+def image_to_tensor(image: str | Path | Image.Image) -> torch.Tensor:
+    """Turn an image file or PIL image into the model's input: float ``[1, 3, 32, 32]`` in [0, 1]."""
+    if not isinstance(image, Image.Image):
+        image = load_image(image)
+    return TO_INPUT(to_rgb(image)).unsqueeze(0)
+
+
+@torch.no_grad()
+def class_probabilities(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Softmax probabilities ``[N, 10]`` of ``model`` in eval mode, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.softmax(model(inputs.to(device)).float(), dim=1).cpu()
+
+
+def predict(
+    model: nn.Module, image: str | Path | Image.Image, k: int = 3
+) -> list[tuple[str, float]]:
+    """The top-``k`` ``(class name, probability)`` pairs for one image, most likely first."""
+    probs = class_probabilities(model, image_to_tensor(image))[0]
+    top = probs.topk(min(k, len(CLASSES)))
+    return [(CLASSES[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]

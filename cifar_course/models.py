@@ -1,0 +1,95 @@
+"""The lesson net, written layer by layer and as ``nn.Sequential``.
+
+Both classes live in this importable module on purpose: a whole-model pickle (save method 1)
+stores only the class's import path, so it loads in any process that can import ``cifar_course``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NUM_CLASSES = 10
+
+
+class LessonNet(nn.Module):
+    """Conv-Pool x3, Flatten, Linear(1024, 64), Linear(64, 10), each layer its own attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=5, padding=2)
+        self.maxpool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(32, 32, kernel_size=5, padding=2)
+        self.maxpool2 = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(32, 64, kernel_size=5, padding=2)
+        self.maxpool3 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.linear1 = nn.Linear(1024, 64)
+        self.linear2 = nn.Linear(64, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool1(self.conv1(x))
+        x = self.maxpool2(self.conv2(x))
+        x = self.maxpool3(self.conv3(x))
+        x = self.flatten(x)
+        return self.linear2(self.linear1(x))
+
+
+class LessonNetSequential(nn.Module):
+    """The same network as one ``nn.Sequential`` in ``self.model``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Sequential(
+            nn.Conv2d(3, 32, 5, padding=2),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 5, padding=2),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 4 * 4, 64),
+            nn.Linear(64, NUM_CLASSES),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "lesson_net": LessonNet,
+    "lesson_net_sequential": LessonNetSequential,
+}
+
+
+def build_model(arch: str = "lesson_net") -> nn.Module:
+    """Build a fresh, randomly initialised model by its architecture name."""
+    try:
+        return ARCHITECTURES[arch]()
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ValueError(f"Unknown architecture '{arch}'; known ones: {known}.") from None
+
+
+def arch_name(model: nn.Module) -> str:
+    """The architecture name under which ``build_model`` rebuilds ``model``."""
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__} is not one of the course's architectures.")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (145,578 for the lesson net)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def copy_weights(source: nn.Module, target: nn.Module) -> nn.Module:
+    """Copy weights between two forms of one network, matching parameters by order and shape."""
+    src, dst = list(source.state_dict().values()), list(target.state_dict().keys())
+    shapes_src = [t.shape for t in src]
+    shapes_dst = [t.shape for t in target.state_dict().values()]
+    if shapes_src != shapes_dst:
+        raise ValueError("The two models do not have the same parameter shapes in the same order.")
+    target.load_state_dict(dict(zip(dst, src, strict=True)))
+    return target

@@ -1,0 +1,209 @@
+"""The lesson's training recipe: one epoch, evaluation, and the full run behind ``cifar-course train``.
+
+The seed recipe is the lecture's: the lesson net, CrossEntropyLoss, SGD at lr 1e-2, batch 64,
+10 epochs, ``ToTensor`` only. Lesson 03 writes this loop out by hand; these helpers are what the
+command line and later lessons reuse.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from .checkpoints import load_checkpoint, save_checkpoint
+from .data import get_datasets
+from .device import pick_device
+from .errors import CourseError
+from .models import build_model
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Batches,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    writer: SummaryWriter | None = None,
+    step: int = 0,
+    log_every: int = 100,
+    desc: str = "train",
+) -> tuple[float, int]:
+    """Train for one pass over ``batches``; return ``(mean loss, global step after the epoch)``.
+
+    Logs the loss of every ``log_every``-th step to TensorBoard as ``train_loss``.
+    """
+    model.train()
+    total = torch.zeros((), device=device)
+    count = 0
+    for images, targets in tqdm(batches, desc=desc, leave=False):
+        images, targets = images.to(device), targets.to(device)
+        loss = loss_fn(model(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        total += loss.detach() * len(targets)
+        count += len(targets)
+        if writer is not None and step % log_every == 0:
+            writer.add_scalar("train_loss", loss.item(), step)
+    if count == 0:
+        raise CourseError("The training data is empty; there is nothing to train on.")
+    return (total / count).item(), step
+
+
+@torch.no_grad()
+def predict_all(
+    model: nn.Module, batches: Batches, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``model`` over ``batches``; return ``(logits, predicted classes, targets)`` on the CPU."""
+    model.eval()
+    all_logits, all_targets = [], []
+    for images, targets in tqdm(batches, desc="test", leave=False):
+        all_logits.append(model(images.to(device)).float().cpu())
+        all_targets.append(targets.cpu())
+    logits = torch.cat(all_logits)
+    return logits, logits.argmax(1), torch.cat(all_targets)
+
+
+def evaluate(
+    model: nn.Module, batches: Batches, loss_fn: nn.Module, device: torch.device
+) -> tuple[float, float]:
+    """Return ``(mean test loss, accuracy in [0, 1])`` of ``model`` on ``batches``."""
+    logits, predicted, targets = predict_all(model, batches, device)
+    loss = loss_fn(logits, targets).item()
+    return loss, (predicted == targets).float().mean().item()
+
+
+def per_class_accuracy(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int = 10) -> list[float]:
+    """Accuracy of each class, in class order."""
+    return [
+        (predicted[targets == c] == c).float().mean().item() if (targets == c).any() else float("nan")
+        for c in range(num_classes)
+    ]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one ``cifar-course train`` run; the defaults are the lecture's seed recipe."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-2
+    device: str = "auto"
+    seed: int = 0
+    out: str = "checkpoints"
+    logdir: str = "runs/lesson_net"
+    resume: str | None = None
+    log_every: int = 100
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, before anything is written."""
+        if self.epochs < 1:
+            raise CourseError(f"--epochs must be at least 1, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise CourseError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if not self.lr > 0:
+            raise CourseError(f"--lr must be positive, got {self.lr}.")
+        for flag, folder in (("--out", self.out), ("--logdir", self.logdir)):
+            _check_writable(Path(folder), flag)
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CourseError(f"{flag} '{folder}': '{existing}' is a file, not a folder.")
+    import os
+
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CourseError(f"{flag} '{folder}' cannot be written ('{existing}' is read-only).")
+
+
+def checkpoint_path(out: str | Path, epoch: int) -> Path:
+    """Where the checkpoint after ``epoch`` (1-based) is saved."""
+    return Path(out) / f"lesson_net_epoch{epoch:02d}.pt"
+
+
+def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, float]]:
+    """Run the seed recipe as configured, checkpointing each epoch; return the per-epoch history."""
+    config.validate()
+    device = pick_device(config.device)
+    seed_everything(config.seed)
+    train_set, test_set = get_datasets()
+    model = build_model("lesson_net").to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if config.resume:
+        state = load_checkpoint(config.resume, map_location=device)
+        model.load_state_dict(state["model"])
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = state["epoch"], list(state["history"])
+        if start_epoch >= config.epochs:
+            raise CourseError(
+                f"'{config.resume}' has already trained {start_epoch} epochs; pass --epochs larger "
+                f"than {start_epoch} to train more."
+            )
+        log(f"resumed from {config.resume} after epoch {start_epoch}")
+    test_loader = DataLoader(test_set, batch_size=config.batch_size)
+    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    writer = SummaryWriter(config.logdir, purge_step=start_epoch * steps_per_epoch or None)
+    log(
+        f"training lesson_net on {device} with {len(train_set):,} train / {len(test_set):,} test "
+        f"images: {config.epochs} epochs, batch {config.batch_size}, SGD lr {config.lr}"
+    )
+    step = start_epoch * steps_per_epoch
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            # One generator per epoch: a resumed run sees exactly the same shuffles.
+            order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+            loader = DataLoader(train_set, config.batch_size, shuffle=True, generator=order)
+            began = time.perf_counter()
+            train_loss, step = train_one_epoch(
+                model, loader, loss_fn, optimizer, device, writer, step, config.log_every,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+            )  # fmt: skip
+            seconds = time.perf_counter() - began
+            test_loss, accuracy = evaluate(model, test_loader, loss_fn, device)
+            writer.add_scalar("test_loss", test_loss, epoch + 1)
+            writer.add_scalar("test_accuracy", accuracy, epoch + 1)
+            writer.flush()
+            history.append(
+                {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": test_loss,
+                 "test_accuracy": accuracy, "seconds": seconds}
+            )  # fmt: skip
+            path = save_checkpoint(
+                checkpoint_path(config.out, epoch + 1), model, optimizer, epoch + 1, history,
+                asdict(config),
+            )  # fmt: skip
+            log(
+                f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
+                f"test loss {test_loss:.4f}  test accuracy {accuracy:.2%}  "
+                f"({seconds:.1f} s)  saved {path}"
+            )
+    finally:
+        writer.close()
+    log(f"final test accuracy: {history[-1]['test_accuracy']:.2%}")
+    return history
