@@ -24,9 +24,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import fit
 
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
-        seed=args.seed, out=args.out, logdir=args.logdir, resume=args.resume,
-    )  # fmt: skip
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        seed=args.seed,
+        out=args.out,
+        logdir=args.logdir,
+        resume=args.resume,
+    )
     fit(config)
     return 0
 
@@ -67,8 +73,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rest = "  ".join(f"{name} {p:.1%}" for name, p in top[1:])
         print(f"{path}\t{top[0][0]}\t{top[0][1]:.1%}" + (f"\t({rest})" if rest else ""))
     if failures:
-        print(f"error: {failures} of {len(args.images)} images could not be classified",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {failures} of {len(args.images)} images could not be classified",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -86,34 +94,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the lesson net (the lecture's recipe by default)")
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                   help="default: %(default)s")  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s"
+    )
     p.add_argument("--lr", type=float, default=defaults.lr, help="SGD learning rate (%(default)s)")
-    p.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda", "mps"],
-                   help="default: %(default)s (cuda, then mps, then cpu)")  # fmt: skip
+    p.add_argument(
+        "--device",
+        default=defaults.device,
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="default: %(default)s (cuda, then mps, then cpu)",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
-    p.add_argument("--out", default=defaults.out, metavar="DIR",
-                   help="folder for the per-epoch checkpoints (%(default)s)")  # fmt: skip
-    p.add_argument("--logdir", default=defaults.logdir, metavar="DIR",
-                   help="TensorBoard log folder (%(default)s)")  # fmt: skip
-    p.add_argument("--resume", metavar="CHECKPOINT",
-                   help="continue from a checkpoint written by an earlier run")  # fmt: skip
+    p.add_argument(
+        "--out",
+        default=defaults.out,
+        metavar="DIR",
+        help="folder for the per-epoch checkpoints (%(default)s)",
+    )
+    p.add_argument(
+        "--logdir",
+        default=defaults.logdir,
+        metavar="DIR",
+        help="TensorBoard log folder (%(default)s)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint written by an earlier run",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy of a checkpoint, overall and per class")
     p.add_argument("--checkpoint", required=True, metavar="PATH")
     p.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow a whole-model pickle; it can run code, so only for files you trust")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow a whole-model pickle; it can run code, so only for files you trust",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files with a checkpoint")
     p.add_argument("--checkpoint", required=True, metavar="PATH")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=3, help="how many classes to show (%(default)s)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow a whole-model pickle; it can run code, so only for files you trust")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow a whole-model pickle; it can run code, so only for files you trust",
+    )
     p.set_defaults(func=cmd_predict)
     return parser
 

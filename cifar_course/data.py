@@ -36,9 +36,17 @@ META_FILE = "batches.meta"
 SMOKE_TRAIN = 2000
 SMOKE_TEST = 1000
 CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 # The md5 sums of the official cifar-10-python.tar.gz files (the same table torchvision uses).
 OFFICIAL_MD5 = {
@@ -120,7 +128,9 @@ def _load_batch(path: Path) -> tuple[np.ndarray, list[int]]:
             "Delete the folder and copy or download it again."
         ) from exc
     if len(labels) != len(data):
-        raise CourseError(f"CIFAR-10 file '{path}' has {len(data)} images but {len(labels)} labels.")
+        raise CourseError(
+            f"CIFAR-10 file '{path}' has {len(data)} images but {len(labels)} labels."
+        )
     return data, labels
 
 
@@ -182,7 +192,9 @@ def load_arrays(train: bool, root: Path | None = None, limit: int | None = None)
     if limit is not None:
         arrays = Arrays(arrays.images[:limit], arrays.labels[:limit])
     if arrays.labels.min() < 0 or arrays.labels.max() >= len(CLASSES):
-        raise CourseError(f"CIFAR-10 labels under '{folder}' are outside 0..9: the files are damaged.")
+        raise CourseError(
+            f"CIFAR-10 labels under '{folder}' are outside 0..9: the files are damaged."
+        )
     return arrays
 
 

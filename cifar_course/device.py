@@ -75,3 +75,24 @@ def measure(
             fn()
         times.append(t.seconds)
     return times
+
+
+def describe_machine(device: torch.device | str | None = None) -> str:
+    """One line naming the hardware and software, for notebook headers and benchmark output."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    line = (
+        f"torch {torch.__version__}, CPU: {cpu} ({torch.get_num_threads()} threads, "
+        f"{torch.backends.cpu.get_cpu_capability()})"
+    )
+    if torch.cuda.is_available():
+        line += f", GPU: {torch.cuda.get_device_name()}"
+    if device is not None:
+        line += f", running on: {torch.device(device).type}"
+    return line

@@ -53,15 +53,19 @@ def load_image(path: str | Path) -> Image.Image:
                 upright = ImageOps.exif_transpose(image)
                 return to_rgb(upright if upright is not None else image)
     except UnidentifiedImageError as exc:
-        raise CourseError(f"'{path}' is not an image Pillow can read (JPEG, PNG, GIF, ...).") from exc
+        raise CourseError(
+            f"'{path}' is not an image Pillow can read (JPEG, PNG, GIF, ...)."
+        ) from exc
     except Image.DecompressionBombError as exc:
-        raise CourseError(f"'{path}' is too large to open safely ({exc}). Resize it first.") from exc
+        raise CourseError(
+            f"'{path}' is too large to open safely ({exc}). Resize it first."
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise CourseError(f"'{path}' is a damaged or truncated image ({exc}).") from exc
 
 
 def image_to_tensor(image: str | Path | Image.Image) -> torch.Tensor:
-    """Turn an image file or PIL image into the model's input: float ``[1, 3, 32, 32]`` in [0, 1]."""
+    """Turn an image file or PIL image into the model input: float ``[1, 3, 32, 32]`` in [0, 1]."""
     if not isinstance(image, Image.Image):
         image = load_image(image)
     return TO_INPUT(to_rgb(image)).unsqueeze(0)

@@ -1,4 +1,4 @@
-"""Matplotlib figures for the lessons: sample grid, training curves, confusion matrix, probabilities."""
+"""Matplotlib figures for the lessons: samples, curves, confusion matrix, probabilities."""
 
 from __future__ import annotations
 
@@ -83,8 +83,15 @@ def plot_confusion_matrix(predicted: torch.Tensor, targets: torch.Tensor) -> Fig
     ax.set_ylabel("true")
     threshold = matrix.max() / 2
     for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                color="white" if count > threshold else "black")  # fmt: skip
+        ax.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if count > threshold else "black",
+        )
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig

@@ -1,4 +1,4 @@
-"""The lesson's training recipe: one epoch, evaluation, and the full run behind ``cifar-course train``.
+"""The lesson's training recipe: one epoch, evaluation, and the run behind ``cifar-course train``.
 
 The seed recipe is the lecture's: the lesson net, CrossEntropyLoss, SGD at lr 1e-2, batch 64,
 10 epochs, ``ToTensor`` only. Lesson 03 writes this loop out by hand; these helpers are what the
@@ -74,7 +74,7 @@ def train_one_epoch(
 def predict_all(
     model: nn.Module, batches: Batches, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run ``model`` over ``batches``; return ``(logits, predicted classes, targets)`` on the CPU."""
+    """Run ``model`` over ``batches``; return ``(logits, predictions, targets)`` on the CPU."""
     model.eval()
     all_logits, all_targets = [], []
     for images, targets in tqdm(batches, desc="test", leave=False):
@@ -93,10 +93,14 @@ def evaluate(
     return loss, (predicted == targets).float().mean().item()
 
 
-def per_class_accuracy(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int = 10) -> list[float]:
+def per_class_accuracy(
+    predicted: torch.Tensor, targets: torch.Tensor, num_classes: int = 10
+) -> list[float]:
     """Accuracy of each class, in class order."""
     return [
-        (predicted[targets == c] == c).float().mean().item() if (targets == c).any() else float("nan")
+        (predicted[targets == c] == c).float().mean().item()
+        if (targets == c).any()
+        else float("nan")
         for c in range(num_classes)
     ]
 
@@ -182,22 +186,38 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
             loader = DataLoader(train_set, config.batch_size, shuffle=True, generator=order)
             began = time.perf_counter()
             train_loss, step = train_one_epoch(
-                model, loader, loss_fn, optimizer, device, writer, step, config.log_every,
+                model,
+                loader,
+                loss_fn,
+                optimizer,
+                device,
+                writer,
+                step,
+                config.log_every,
                 desc=f"epoch {epoch + 1}/{config.epochs}",
-            )  # fmt: skip
+            )
             seconds = time.perf_counter() - began
             test_loss, accuracy = evaluate(model, test_loader, loss_fn, device)
             writer.add_scalar("test_loss", test_loss, epoch + 1)
             writer.add_scalar("test_accuracy", accuracy, epoch + 1)
             writer.flush()
             history.append(
-                {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": test_loss,
-                 "test_accuracy": accuracy, "seconds": seconds}
-            )  # fmt: skip
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": train_loss,
+                    "test_loss": test_loss,
+                    "test_accuracy": accuracy,
+                    "seconds": seconds,
+                }
+            )
             path = save_checkpoint(
-                checkpoint_path(config.out, epoch + 1), model, optimizer, epoch + 1, history,
+                checkpoint_path(config.out, epoch + 1),
+                model,
+                optimizer,
+                epoch + 1,
+                history,
                 asdict(config),
-            )  # fmt: skip
+            )
             log(
                 f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
                 f"test loss {test_loss:.4f}  test accuracy {accuracy:.2%}  "

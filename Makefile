@@ -1,0 +1,28 @@
+# Two commands do all the set-up:  `make train`  and  `make test`.
+# Both create (or reuse) the virtual environment in .venv and install the package into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: train test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -c "import cifar_course, torch, torchvision, nbval"
+	touch $(STAMP)
+
+## The main job: train the lesson net with the lecture's recipe (10 epochs, SGD lr 1e-2, batch 64).
+train: $(STAMP)
+	$(BIN)/cifar-course data
+	$(BIN)/cifar-course train $(ARGS)
+
+## The whole test suite: lint, unit tests, and every notebook executed by nbval in smoke mode.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,136 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_course.checkpoints import save_state_dict, save_whole_model
+from cifar_course.cli import main
+from cifar_course.models import LessonNet
+
+IMAGES = Path(__file__).resolve().parents[1] / "notebooks" / "images"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_course", *args], capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["data"], ["train"], ["evaluate"], ["predict"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    assert "usage: cifar-course" in capsys.readouterr().out
+
+
+def test_data_command(data_root, capsys):
+    assert main(["data"]) == 0
+    out = capsys.readouterr().out
+    assert "50,000 train and 10,000 test images, 10 classes" in out
+
+
+def test_data_command_without_data(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "cifar_course", "data"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "CIFAR_COURSE_DATA": str(tmp_path)},
+    )
+    assert run.returncode == 1
+    assert run.stderr.startswith("error:") and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_train_evaluate_predict(data_root, tmp_path, capsys):
+    out, logs = tmp_path / "ck", tmp_path / "tb"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--logdir", str(logs)]) == 0
+    text = capsys.readouterr().out
+    assert "epoch  1/1" in text and "final test accuracy:" in text.splitlines()[-1]
+    checkpoint = str(out / "lesson_net_epoch01.pt")
+    assert main(["evaluate", "--checkpoint", checkpoint]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("test accuracy of") and "1,000 images" in lines[0]
+    assert [line.split()[0] for line in lines[1:]][:2] == ["airplane", "automobile"]
+    assert len(lines) == 11
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                checkpoint,
+                str(IMAGES / "cat.png"),
+                str(IMAGES / "deer.jpg"),
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(str(IMAGES / "cat.png") + "\t")
+    assert lines[0].split("\t")[2].endswith("%")
+
+
+def test_predict_continues_past_a_bad_file(tmp_path, capsys):
+    checkpoint = save_state_dict(LessonNet(), tmp_path / "m.pth")
+    (tmp_path / "bad.png").write_text("hello")
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            str(tmp_path / "bad.png"),
+            str(IMAGES / "dog.jpg"),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "dog.jpg" in captured.out and "bad.png" in captured.err
+    assert "1 of 2 images could not be classified" in captured.err
+
+
+def test_whole_model_needs_trust_flag(tmp_path):
+    checkpoint = save_whole_model(LessonNet(), tmp_path / "whole.pth")
+    refused = run_cli("predict", "--checkpoint", str(checkpoint), str(IMAGES / "dog.jpg"))
+    assert refused.returncode == 1 and "--trust-pickle" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    allowed = run_cli(
+        "predict", "--trust-pickle", "--checkpoint", str(checkpoint), str(IMAGES / "dog.jpg")
+    )
+    assert allowed.returncode == 0, allowed.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_bad_training_arguments_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "ck"
+    assert main(["train", *args, "--out", str(out), "--logdir", str(tmp_path / "tb")]) == 1
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--device",
+                "cuda",
+                "--out",
+                str(tmp_path / "ck"),
+                "--logdir",
+                str(tmp_path / "tb"),
+            ]
+        )
+        == 1
+    )
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

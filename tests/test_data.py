@@ -1,0 +1,110 @@
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision import transforms
+
+from cifar_course import data
+from cifar_course.errors import CourseError
+
+
+def test_smoke_slice_sizes_and_items(data_root):
+    train, test = data.get_datasets()
+    assert (len(train), len(test)) == (data.SMOKE_TRAIN, data.SMOKE_TEST)
+    image, label = train[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert 0 <= image.min() and image.max() <= 1
+    # first labels of the official release, per the data's README
+    assert train.targets[:10] == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    assert test.targets[:10] == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    assert train.classes[0] == "airplane" and len(train.classes) == 10
+
+
+def test_tensor_path_matches_totensor(data_root):
+    train = data.CIFAR10(True, transforms.ToTensor())
+    fast = data.TensorData(True)
+    images, labels = next(fast.batches(16))
+    expected = torch.stack([train[i][0] for i in range(16)])
+    torch.testing.assert_close(images, expected)
+    assert labels.tolist() == train.targets[:16]
+
+
+def test_tensor_path_shuffles_per_generator(data_root):
+    fast = data.TensorData(False, limit=100)
+    a = next(fast.batches(10, shuffle=True, generator=torch.Generator().manual_seed(1)))[1]
+    b = next(fast.batches(10, shuffle=True, generator=torch.Generator().manual_seed(2)))[1]
+    seen = torch.cat([y for _, y in fast.batches(7, shuffle=True)])
+    assert not torch.equal(a, b)
+    assert sorted(seen.tolist()) == sorted(fast.labels.tolist())
+
+
+def test_full_data_check_counts(data_root, monkeypatch):
+    monkeypatch.delenv("CIFAR_COURSE_SMOKE")
+    root, n_train, n_test = data.check_data()
+    assert (n_train, n_test) == (50_000, 10_000)
+
+
+def test_no_data_message_names_both_ways(tmp_path, monkeypatch):
+    monkeypatch.delenv("CIFAR_COURSE_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr("torchvision.datasets.CIFAR10.download", offline)
+    with pytest.raises(CourseError) as info:
+        data.get_datasets()
+    message = str(info.value)
+    assert "CIFAR_COURSE_DATA" in message and "download" in message
+
+
+def test_env_var_pointing_at_wrong_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_COURSE_DATA", str(tmp_path))
+    with pytest.raises(CourseError, match="cifar-10-batches-py"):
+        data.get_datasets()
+
+
+def _copy_with_links(src: Path, dst: Path) -> Path:
+    folder = dst / data.BASE_FOLDER
+    folder.mkdir(parents=True)
+    for f in (src / data.BASE_FOLDER).iterdir():
+        os.symlink(f, folder / f.name)
+    shutil.copy(src / "MD5SUMS", dst / "MD5SUMS")
+    return folder
+
+
+def test_corrupted_batch_is_detected(data_root, tmp_path):
+    folder = _copy_with_links(data_root, tmp_path)
+    (folder / "test_batch").unlink()
+    raw = bytearray((data_root / data.BASE_FOLDER / "test_batch").read_bytes())
+    raw[5000] ^= 0xFF
+    (folder / "test_batch").write_bytes(raw)
+    with pytest.raises(CourseError, match="test_batch.*damaged"):
+        data.verify_files(tmp_path)
+
+
+def test_truncated_batch_fails_clearly_when_loading(data_root, tmp_path, monkeypatch):
+    folder = _copy_with_links(data_root, tmp_path)
+    (folder / "test_batch").unlink()
+    raw = (data_root / data.BASE_FOLDER / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(raw[: len(raw) // 2])
+    monkeypatch.setenv("CIFAR_COURSE_DATA", str(tmp_path))
+    with pytest.raises(CourseError, match="Cannot read CIFAR-10 file .*test_batch"):
+        data.get_datasets()
+
+
+def test_missing_batch_is_named(data_root, tmp_path):
+    folder = _copy_with_links(data_root, tmp_path)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(CourseError, match="data_batch_3.*missing"):
+        data.verify_files(tmp_path)
+
+
+def test_pixels_are_the_published_statistics(data_root, monkeypatch):
+    monkeypatch.delenv("CIFAR_COURSE_SMOKE")
+    images = data.load_arrays(True, data_root).images.astype(np.float64) / 255
+    mean = images.mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(mean, [0.49139968, 0.48215841, 0.44653091], atol=1e-6)

@@ -1,0 +1,38 @@
+"""environment.yml must install what pyproject.toml declares."""
+
+import re
+import sys
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"torch": "pytorch"}
+
+
+def requirement(spec: str) -> tuple[str, str]:
+    name, version = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", spec).groups()
+    return CONDA_NAMES.get(name.lower(), name.lower()), version.replace(" ", "")
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = dict(requirement(s) for s in project["dependencies"])
+    wanted |= dict(requirement(s) for s in project["optional-dependencies"]["dev"])
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    conda = {}
+    for line in lines[lines.index("dependencies:") :]:
+        match = re.match(r"  - ([A-Za-z][A-Za-z0-9_.-]*)(.*)$", line)
+        if match and match.group(1) not in ("python", "pip"):
+            conda[match.group(1).lower()] = match.group(2).strip()
+    assert conda == wanted
+    assert "      - -e ." in lines  # the package itself comes from pip
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make train" in readme
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")

@@ -1,0 +1,89 @@
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cifar_course.checkpoints import load_checkpoint
+from cifar_course.data import get_datasets
+from cifar_course.device import Timer, measure, pick_device
+from cifar_course.models import LessonNet
+from cifar_course.training import TrainConfig, evaluate, fit, seed_everything, train_one_epoch
+
+
+def test_one_epoch_on_the_real_slice_beats_chance(data_root):
+    seed_everything(0)
+    train, test = get_datasets()
+    model = LessonNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    loader = DataLoader(train, batch_size=4, shuffle=True)
+    train_one_epoch(model, loader, loss_fn, optimizer, torch.device("cpu"))
+    loss, accuracy = evaluate(model, DataLoader(test, 256), loss_fn, torch.device("cpu"))
+    assert accuracy > 0.18, accuracy  # chance is 0.10 on 1,000 test images
+    assert loss < 2.28  # below ln(10) = 2.303 of a model that knows nothing
+
+
+def test_fit_logs_tensorboard_and_checkpoints(data_root, tmp_path):
+    config = TrainConfig(
+        epochs=2, batch_size=32, out=str(tmp_path / "ck"), logdir=str(tmp_path / "tb"), log_every=10
+    )
+    lines = []
+    history = fit(config, log=lines.append)
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert lines[-1].startswith("final test accuracy:")
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
+        "lesson_net_epoch01.pt",
+        "lesson_net_epoch02.pt",
+    ]
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train_loss", "test_loss", "test_accuracy"} <= tags
+    assert [e.step for e in events.Scalars("test_accuracy")] == [1, 2]
+    assert len(events.Scalars("train_loss")) == 2 * 63 // 10  # 63 steps an epoch, every 10th
+    assert abs(events.Scalars("test_accuracy")[-1].value - history[-1]["test_accuracy"]) < 1e-6
+
+
+def test_resume_matches_an_uninterrupted_run(data_root, tmp_path):
+    common = dict(batch_size=64, seed=3)
+    full = fit(
+        TrainConfig(epochs=2, out=str(tmp_path / "a"), logdir=str(tmp_path / "ta"), **common),
+        log=lambda s: None,
+    )
+    fit(
+        TrainConfig(epochs=1, out=str(tmp_path / "b"), logdir=str(tmp_path / "tb"), **common),
+        log=lambda s: None,
+    )
+    resumed = fit(
+        TrainConfig(
+            epochs=2,
+            out=str(tmp_path / "b"),
+            logdir=str(tmp_path / "tb"),
+            resume=str(tmp_path / "b" / "lesson_net_epoch01.pt"),
+            **common,
+        ),
+        log=lambda s: None,
+    )
+    assert abs(full[-1]["test_loss"] - resumed[-1]["test_loss"]) < 1e-5
+    a = load_checkpoint(tmp_path / "a" / "lesson_net_epoch02.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "lesson_net_epoch02.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_seed_makes_runs_repeatable():
+    seed_everything(5)
+    a = LessonNet().conv1.weight.clone()
+    seed_everything(5)
+    assert torch.equal(a, LessonNet().conv1.weight)
+
+
+def test_device_and_timer():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    calls = []
+    times = measure(lambda: calls.append(1), "cpu", warmup=2, repeat=3)
+    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
+    with Timer("cpu") as t:
+        sum(range(100_000))
+    assert t.seconds > 0
