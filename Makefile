@@ -9,7 +9,6 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/python -c "import cifar_course, torch, torchvision, nbval"
 	touch $(STAMP)
@@ -22,7 +21,8 @@ train: $(STAMP)
 ## The whole test suite: lint, unit tests, and every notebook executed by nbval in smoke mode.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest
+	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest tests notebooks --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

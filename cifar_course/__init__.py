@@ -5,7 +5,10 @@ from .errors import CourseError
 from .models import LessonNet, LessonNetSequential, copy_weights, count_parameters
 
 __version__ = "0.1.0"
+# Where the course lives. The notebooks' Colab badges and setup cells repeat it; a test checks.
+REPO_URL = "https://github.com/cifar-course/cifar-course"
 __all__ = [
+    "REPO_URL",
     "CIFAR10",
     "CLASSES",
     "CourseError",
