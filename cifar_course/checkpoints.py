@@ -47,6 +47,8 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed
+        stale.unlink(missing_ok=True)
     return path
 
 
@@ -130,7 +132,8 @@ def _state_dict_to_model(state: dict[str, Any], path: Path, arch: str | None = N
             try:
                 model.load_state_dict(state)
             except RuntimeError as exc:
-                detail = str(exc).split("\n\t", 1)[-1].strip()
+                lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+                detail = "; ".join(lines) or str(exc)
                 raise CourseError(
                     f"'{path}' has the layer names of {name} but wrong shapes: {detail}"
                 ) from exc

@@ -92,34 +92,52 @@ def _read_md5sums(root: Path) -> dict[str, str]:
     return sums
 
 
-def verify_files(root: Path) -> None:
-    """Check that every batch file under ``root/cifar-10-batches-py`` exists and is intact.
+def verify_file(root: Path, name: str) -> Path:
+    """Check that one batch file exists and is intact; return its path.
 
     A file passes when its md5 is the official one or the one listed in ``root/MD5SUMS``.
     """
-    folder = root / BASE_FOLDER
-    if not folder.is_dir():
+    path = root / BASE_FOLDER / name
+    if not path.is_file():
+        raise CourseError(f"CIFAR-10 file '{path}' is missing. {HOW_TO_GET_DATA}")
+    md5 = _md5(path)
+    if md5 not in (OFFICIAL_MD5[name], _read_md5sums(root).get(name)):
+        raise CourseError(
+            f"CIFAR-10 file '{path}' is damaged (md5 {md5} matches neither the official sum "
+            f"nor {root / 'MD5SUMS'}). Delete the folder and copy or download it again."
+        )
+    return path
+
+
+def verify_files(root: Path) -> None:
+    """Check every batch file under ``root/cifar-10-batches-py``, as ``verify_file`` does."""
+    if not (root / BASE_FOLDER).is_dir():
         raise CourseError(
             f"'{root}' does not contain a '{BASE_FOLDER}/' folder; {ENV_DATA} must name the folder "
             f"that holds '{BASE_FOLDER}/', not the batches themselves. {HOW_TO_GET_DATA}"
         )
-    local = _read_md5sums(root)
     for name in [*TRAIN_FILES, *TEST_FILES, META_FILE]:
-        path = folder / name
-        if not path.is_file():
-            raise CourseError(f"CIFAR-10 file '{path}' is missing. {HOW_TO_GET_DATA}")
-        md5 = _md5(path)
-        if md5 not in (OFFICIAL_MD5[name], local.get(name)):
-            raise CourseError(
-                f"CIFAR-10 file '{path}' is damaged (md5 {md5} matches neither the official sum "
-                f"nor {root / 'MD5SUMS'}). Delete the folder and copy or download it again."
-            )
+        verify_file(root, name)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and refuses anything else, so a planted file cannot run code."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    }  # fmt: skip
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a CIFAR-10 batch")
+        return super().find_class(module, name)
 
 
 def _load_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     try:
         with path.open("rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+            entry = _BatchUnpickler(f, encoding="latin1").load()
         data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = list(entry["labels"] if "labels" in entry else entry["fine_labels"])
     except Exception as exc:  # a damaged pickle can raise almost anything
@@ -128,9 +146,7 @@ def _load_batch(path: Path) -> tuple[np.ndarray, list[int]]:
             "Delete the folder and copy or download it again."
         ) from exc
     if len(labels) != len(data):
-        raise CourseError(
-            f"CIFAR-10 file '{path}' has {len(data)} images but {len(labels)} labels."
-        )
+        raise CourseError(f"CIFAR-10 file '{path}' has {len(data)} images, {len(labels)} labels.")
     return data, labels
 
 
@@ -180,10 +196,7 @@ def load_arrays(train: bool, root: Path | None = None, limit: int | None = None)
     folder = root / BASE_FOLDER
     images, labels = [], []
     for name in TRAIN_FILES if train else TEST_FILES:
-        path = folder / name
-        if not path.is_file():
-            raise CourseError(f"CIFAR-10 file '{path}' is missing. {HOW_TO_GET_DATA}")
-        data, batch_labels = _load_batch(path)
+        data, batch_labels = _load_batch(verify_file(root, name))
         images.append(data)
         labels.extend(batch_labels)
         if limit is not None and len(labels) >= limit:
@@ -255,11 +268,23 @@ def get_datasets(
     return CIFAR10(True, transform, root), CIFAR10(False, transform, root)
 
 
+def shuffled_order(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The permutation that ``DataLoader(shuffle=True, generator=generator)`` visits.
+
+    A DataLoader first draws one number from the generator (a seed for its workers), then the
+    permutation; doing the same makes the fast path see exactly the lecture loop's batches.
+    """
+    if generator is not None:
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+    return torch.randperm(n, generator=generator)
+
+
 class TensorData:
     """A whole split held as one uint8 tensor on a device, served in shuffled float batches.
 
     No PIL and no per-sample Python: each batch is one index into the tensor, scaled to [0, 1]
-    exactly as ``ToTensor`` does, so the numbers match the lesson's DataLoader.
+    exactly as ``ToTensor`` does, so the numbers match the lesson's DataLoader. The images are
+    kept as ``[N, 32, 32, 3]``, so a batch comes out in ``channels_last`` layout for free.
     """
 
     def __init__(
@@ -272,7 +297,8 @@ class TensorData:
         limit = default_limit(train) if limit is None else limit
         arrays = load_arrays(train, find_data_root() if root is None else root, limit)
         self.device = torch.device(device)
-        self.images = torch.from_numpy(arrays.images).to(self.device)
+        self.images = torch.from_numpy(arrays.images).permute(0, 2, 3, 1).contiguous()
+        self.images = self.images.to(self.device)
         self.labels = torch.from_numpy(arrays.labels).to(self.device)
 
     def __len__(self) -> int:
@@ -283,18 +309,23 @@ class TensorData:
         batch_size: int,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
-        drop_last: bool = False,
+        channels_last: bool = False,
+        max_batches: int | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images float [B,3,32,32] in [0,1], labels [B])`` on the device."""
         n = len(self)
         if shuffle:
-            order = torch.randperm(n, generator=generator).to(self.device)
+            order = shuffled_order(n, generator).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
-        stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
+        stops = range(0, n, batch_size)
+        if max_batches is not None:
+            stops = stops[:max_batches]
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        for start in stops:
             idx = order[start : start + batch_size]
-            yield self.images[idx].float().div_(255), self.labels[idx]
+            images = self.images[idx].permute(0, 3, 1, 2)
+            yield images.to(torch.float32, memory_format=memory_format).div_(255), self.labels[idx]
 
 
 def check_data() -> tuple[Path, int, int]:
@@ -305,7 +336,7 @@ def check_data() -> tuple[Path, int, int]:
     test = load_arrays(False, root)
     with (root / BASE_FOLDER / META_FILE).open("rb") as f:
         try:
-            names = pickle.load(f, encoding="latin1")["label_names"]
+            names = _BatchUnpickler(f, encoding="latin1").load()["label_names"]
         except Exception as exc:
             raise CourseError(f"Cannot read '{f.name}': {exc}. Copy the data again.") from exc
     if len(train.labels) != 50_000 or len(test.labels) != 10_000:

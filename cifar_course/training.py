@@ -21,9 +21,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .data import get_datasets
+from .data import TensorData, get_datasets
 from .device import pick_device
 from .errors import CourseError
+from .fast import FastTrainer
 from .models import build_model
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -118,6 +119,7 @@ class TrainConfig:
     logdir: str = "runs/lesson_net"
     resume: str | None = None
     log_every: int = 100
+    fast: bool = False
 
     def validate(self) -> None:
         """Reject settings that cannot work, before anything is written."""
@@ -174,30 +176,46 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
     test_loader = DataLoader(test_set, batch_size=config.batch_size)
     steps_per_epoch = -(-len(train_set) // config.batch_size)
     writer = SummaryWriter(config.logdir, purge_step=start_epoch * steps_per_epoch or None)
+    trainer = fast_train = fast_test = None
+    if config.fast:
+        fast_train, fast_test = TensorData(True, device), TensorData(False, device)
+        trainer = FastTrainer(
+            model, optimizer, device, probe_data=fast_train, batch_size=config.batch_size
+        )
+        log(f"fast loop: mixed precision {trainer.dtype or 'off (fp32)'} after a speed probe")
     log(
         f"training lesson_net on {device} with {len(train_set):,} train / {len(test_set):,} test "
         f"images: {config.epochs} epochs, batch {config.batch_size}, SGD lr {config.lr}"
+        + (" (fast loop)" if config.fast else "")
     )
     step = start_epoch * steps_per_epoch
     try:
         for epoch in range(start_epoch, config.epochs):
             # One generator per epoch: a resumed run sees exactly the same shuffles.
             order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-            loader = DataLoader(train_set, config.batch_size, shuffle=True, generator=order)
             began = time.perf_counter()
-            train_loss, step = train_one_epoch(
-                model,
-                loader,
-                loss_fn,
-                optimizer,
-                device,
-                writer,
-                step,
-                config.log_every,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-            )
+            if trainer is not None and fast_train is not None:
+                train_loss = trainer.train_epoch(fast_train, config.batch_size, order).item()
+                step += steps_per_epoch
+                writer.add_scalar("train_loss", train_loss, step)
+            else:
+                loader = DataLoader(train_set, config.batch_size, shuffle=True, generator=order)
+                train_loss, step = train_one_epoch(
+                    model,
+                    loader,
+                    loss_fn,
+                    optimizer,
+                    device,
+                    writer,
+                    step,
+                    config.log_every,
+                    desc=f"epoch {epoch + 1}/{config.epochs}",
+                )
             seconds = time.perf_counter() - began
-            test_loss, accuracy = evaluate(model, test_loader, loss_fn, device)
+            if trainer is not None and fast_test is not None:
+                test_loss, accuracy = trainer.evaluate(fast_test)
+            else:
+                test_loss, accuracy = evaluate(model, test_loader, loss_fn, device)
             writer.add_scalar("test_loss", test_loss, epoch + 1)
             writer.add_scalar("test_accuracy", accuracy, epoch + 1)
             writer.flush()

@@ -92,6 +92,11 @@ def test_truncated_batch_fails_clearly_when_loading(data_root, tmp_path, monkeyp
     raw = (data_root / data.BASE_FOLDER / "test_batch").read_bytes()
     (folder / "test_batch").write_bytes(raw[: len(raw) // 2])
     monkeypatch.setenv("CIFAR_COURSE_DATA", str(tmp_path))
+    with pytest.raises(CourseError, match="test_batch.*damaged"):
+        data.get_datasets()
+    # with a matching MD5SUMS the md5 check passes, and unpickling reports the damage
+    with (tmp_path / "MD5SUMS").open("a") as sums:  # a later line wins
+        sums.write(f"{data._md5(folder / 'test_batch')}  x/test_batch\n")
     with pytest.raises(CourseError, match="Cannot read CIFAR-10 file .*test_batch"):
         data.get_datasets()
 
@@ -108,3 +113,13 @@ def test_pixels_are_the_published_statistics(data_root, monkeypatch):
     images = data.load_arrays(True, data_root).images.astype(np.float64) / 255
     mean = images.mean(axis=(0, 2, 3))
     np.testing.assert_allclose(mean, [0.49139968, 0.48215841, 0.44653091], atol=1e-6)
+
+
+def test_tensor_path_shuffles_exactly_like_the_dataloader():
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        range(1000), batch_size=1000, shuffle=True, generator=torch.Generator().manual_seed(3)
+    )
+    expected = next(iter(loader)).tolist()
+    assert data.shuffled_order(1000, torch.Generator().manual_seed(3)).tolist() == expected

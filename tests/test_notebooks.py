@@ -13,8 +13,13 @@ from cifar_course import REPO_URL
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 WIDGET = "application/vnd.jupyter.widget-view+json"
-EXPECTED = ["01_sequential_model", "02_save_and_load", "03_training_loop", "04_gpu_vs_cpu",
-            "05_inference"]  # fmt: skip
+EXPECTED = [
+    "01_sequential_model",
+    "02_save_and_load",
+    "03_training_loop",
+    "04_gpu_vs_cpu",
+    "05_inference",
+]
 
 
 def read(path: Path) -> nbformat.NotebookNode:

@@ -1,0 +1,113 @@
+import copy
+
+import torch
+from torch import nn
+from torchvision import transforms
+
+from cifar_course import data
+from cifar_course.benchmark import run_benchmark
+from cifar_course.checkpoints import load_model
+from cifar_course.fast import FastTrainer
+from cifar_course.models import LessonNet
+from cifar_course.training import TrainConfig, fit, seed_everything, train_one_epoch
+
+
+def one_batch(size=64):
+    fast = data.TensorData(True, limit=size)
+    return fast, next(fast.batches(size))
+
+
+def test_channels_last_batches_hold_the_totensor_values(data_root):
+    fast = data.TensorData(True, limit=32)
+    images, labels = next(fast.batches(32, channels_last=True))
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    plain = data.CIFAR10(True, transforms.ToTensor(), limit=32)
+    torch.testing.assert_close(images, torch.stack([plain[i][0] for i in range(32)]))
+    assert labels.tolist() == plain.targets
+
+
+def test_fast_step_computes_the_plain_step_in_fp32(data_root):
+    fast_data, (images, targets) = one_batch()
+    torch.manual_seed(0)
+    plain = LessonNet()
+    twin = copy.deepcopy(plain)
+    plain_opt = torch.optim.SGD(plain.parameters(), lr=1e-2)
+    loss, _ = train_one_epoch(
+        plain, [(images, targets)], nn.CrossEntropyLoss(), plain_opt, torch.device("cpu")
+    )
+    trainer = FastTrainer(
+        twin, torch.optim.SGD(twin.parameters(), lr=1e-2), torch.device("cpu"), amp=False
+    )
+    # the one batch, in a shuffled order: the loss of a whole batch does not depend on the order
+    fast_loss = trainer.train_epoch(fast_data, 64, torch.Generator().manual_seed(0)).item()
+    assert abs(fast_loss - loss) < 1e-5
+    for a, b in zip(plain.state_dict().values(), twin.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_mixed_precision_step_stays_close(data_root):
+    fast_data, (images, targets) = one_batch()
+    torch.manual_seed(0)
+    model = LessonNet()
+    with torch.no_grad():
+        reference = nn.functional.cross_entropy(model(images), targets).item()
+    trainer = FastTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=1e-2), torch.device("cpu"), amp=True
+    )
+    if trainer.dtype is None:  # no mixed precision on this CPU: nothing to compare
+        return
+    loss = trainer.train_epoch(fast_data, 64, torch.Generator().manual_seed(0)).item()
+    assert abs(loss - reference) < 2e-2
+
+
+def test_fast_loop_learns_clearly_above_chance(data_root):
+    seed_everything(0)
+    model = LessonNet()
+    trainer = FastTrainer(model, torch.optim.SGD(model.parameters(), lr=1e-2), torch.device("cpu"))
+    train, test = data.TensorData(True), data.TensorData(False)
+    trainer.train_epoch(train, 4, torch.Generator().manual_seed(0))
+    loss, accuracy = trainer.evaluate(test)
+    assert accuracy > 0.18, accuracy  # chance: 0.10
+    assert loss < 2.28
+
+
+def test_speed_probe_picks_one_of_the_candidates(data_root):
+    model = LessonNet()
+    trainer = FastTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1e-2),
+        torch.device("cpu"),
+        probe_data=data.TensorData(True, limit=1024),
+    )
+    if FastTrainer.dtype_for(torch.device("cpu")) is not None:
+        assert set(trainer.probe) == {"fp32", "bfloat16"}
+        faster = min(trainer.probe, key=trainer.probe.get)
+        assert str(trainer.dtype or "fp32").replace("torch.", "") == faster
+    # the probe trained copies, never the model itself
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_fit_fast_checkpoint_works_with_evaluate(data_root, tmp_path):
+    config = TrainConfig(
+        epochs=1, batch_size=4, out=str(tmp_path / "ck"), logdir=str(tmp_path / "tb"), fast=True
+    )
+    history = fit(config, log=lambda line: None)
+    model = load_model(tmp_path / "ck" / "lesson_net_epoch01.pt")
+    test = data.TensorData(False)
+    with torch.no_grad():
+        predicted = torch.cat([model(x).argmax(1) for x, _ in test.batches(500)])
+    accuracy = (predicted == test.labels).float().mean().item()
+    assert abs(accuracy - history[-1]["test_accuracy"]) < 1e-6
+    assert accuracy > 0.15
+
+
+def test_benchmark_runs_and_reports(data_root):
+    lines = []
+    lecture, fast = run_benchmark("cpu", epochs=1, log=lines.append)
+    text = "\n".join(lines)
+    assert "images/s" in text and "peak process RSS" in text
+    assert lines[-1].startswith("speed-up (fast / lecture, images per second): ")
+    assert lecture.images == fast.images == 2000
+    assert lecture.seconds > 0 and fast.seconds > 0 and fast.peak_bytes > 0
+    ratio = float(lines[-1].rsplit(" ", 1)[1].rstrip("x"))
+    assert abs(ratio - fast.images_per_second / lecture.images_per_second) < 0.01

@@ -1,0 +1,385 @@
+"""Failures a beginner can cause end in one clear line, and never in lost work or code execution."""
+
+import io
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cifar_course import data
+from cifar_course.checkpoints import load_checkpoint, save_state_dict
+from cifar_course.cli import main
+from cifar_course.errors import CourseError
+from cifar_course.models import LessonNet
+
+IMAGES = Path(__file__).resolve().parents[1] / "notebooks" / "images"
+
+
+def cli(*args, env=None, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_course", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def assert_one_clear_line(run):
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert lines and all(line.startswith("error: ") for line in lines), run.stderr
+    assert "Traceback" not in run.stderr
+
+
+# --- interrupted training -------------------------------------------------------------------
+
+
+def uninterrupted(tmp_path, epochs=3):
+    out = tmp_path / "straight"
+    main(
+        [
+            "train",
+            "--epochs",
+            str(epochs),
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+            "--logdir",
+            str(tmp_path / "tb_straight"),
+        ]
+    )
+    return load_checkpoint(out / f"lesson_net_epoch{epochs:02d}.pt")
+
+
+def assert_same_weights(a, b):
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+
+
+def test_sigkill_mid_epoch_then_resume(data_root, tmp_path, capsys):
+    out = tmp_path / "ck"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cifar_course",
+            "train",
+            "--epochs",
+            "3",
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+            "--logdir",
+            str(tmp_path / "tb"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = out / "lesson_net_epoch01.pt"
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert first.exists(), "the first epoch never finished"
+    time.sleep(0.2)  # well inside epoch 2, which takes about a second
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "lesson_net_epoch02.pt").exists(), "killed too late to test anything"
+    assert load_checkpoint(first)["epoch"] == 1
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "3",
+                "--seed",
+                "7",
+                "--out",
+                str(out),
+                "--logdir",
+                str(tmp_path / "tb"),
+                "--resume",
+                str(first),
+            ]
+        )
+        == 0
+    )
+    assert "resumed from" in capsys.readouterr().out
+    resumed = load_checkpoint(out / "lesson_net_epoch03.pt")
+    assert resumed["epoch"] == 3 and [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert_same_weights(resumed, uninterrupted(tmp_path))
+
+
+@pytest.mark.parametrize("where", ["while writing", "before the rename"])
+def test_sigkill_mid_checkpoint_write(data_root, tmp_path, where):
+    out = tmp_path / "ck"
+    # Die during the second checkpoint's save: half-way through writing it, or once it is
+    # written but not yet renamed into place.
+    driver = textwrap.dedent(f"""
+        import os, signal, sys, torch
+        from cifar_course import checkpoints
+        from cifar_course.cli import main
+        calls = []
+        real_save, real_replace = torch.save, os.replace
+        def dying_save(obj, f, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2 and {where!r} == "while writing":
+                f.write(b"PK\\x03\\x04 half a checkpoint")
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_save(obj, f, *args, **kwargs)
+        def dying_replace(src, dst):
+            if len(calls) == 2 and {where!r} == "before the rename":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_replace(src, dst)
+        checkpoints.torch.save = dying_save
+        checkpoints.os.replace = dying_replace
+        main(["train", "--epochs", "3", "--seed", "7", "--out", {str(out)!r},
+              "--logdir", {str(tmp_path / "tb")!r}])
+    """)
+    run = subprocess.run([sys.executable, "-c", driver], capture_output=True)
+    assert run.returncode == -signal.SIGKILL
+    names = sorted(p.name for p in out.iterdir())
+    assert "lesson_net_epoch01.pt" in names and "lesson_net_epoch02.pt" not in names
+    assert load_checkpoint(out / "lesson_net_epoch01.pt")["epoch"] == 1
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "3",
+                "--seed",
+                "7",
+                "--out",
+                str(out),
+                "--logdir",
+                str(tmp_path / "tb"),
+                "--resume",
+                str(out / "lesson_net_epoch01.pt"),
+            ]
+        )
+        == 0
+    )
+    assert_same_weights(load_checkpoint(out / "lesson_net_epoch03.pt"), uninterrupted(tmp_path))
+
+
+# --- damaged checkpoints --------------------------------------------------------------------
+
+
+def damaged_checkpoints(tmp_path):
+    good = save_state_dict(LessonNet(), tmp_path / "good.pth")
+    files = {}
+    files["truncated"] = tmp_path / "truncated.pth"
+    files["truncated"].write_bytes(good.read_bytes()[:3000])
+    files["empty"] = tmp_path / "empty.pth"
+    files["empty"].write_bytes(b"")
+    files["wrong format"] = tmp_path / "notes.pth"
+    files["wrong format"].write_text("not a checkpoint at all")
+    sd = LessonNet().state_dict()
+    sd["linear2.weight"] = torch.zeros(100, 64)
+    sd["linear2.bias"] = torch.zeros(100)
+    files["wrong architecture"] = tmp_path / "wide.pth"
+    torch.save(sd, files["wrong architecture"])
+    sd = LessonNet().state_dict()
+    sd.pop("conv1.bias")
+    sd["head.weight"] = torch.zeros(1)
+    files["missing and unexpected keys"] = tmp_path / "keys.pth"
+    torch.save(sd, files["missing and unexpected keys"])
+    return files
+
+
+def test_damaged_checkpoints_everywhere(data_root, tmp_path):
+    for problem, path in damaged_checkpoints(tmp_path).items():
+        for args in (
+            ["evaluate", "--checkpoint", str(path)],
+            ["predict", "--checkpoint", str(path), str(IMAGES / "dog.jpg")],
+            [
+                "train",
+                "--epochs",
+                "2",
+                "--resume",
+                str(path),
+                "--out",
+                str(tmp_path / "o"),
+                "--logdir",
+                str(tmp_path / "l"),
+            ],
+        ):
+            run = cli(*args)
+            assert_one_clear_line(run)
+            assert str(path) in run.stderr, (problem, args[0], run.stderr)
+        assert not (tmp_path / "o").exists()
+
+
+# --- untrusted data files --------------------------------------------------------------------
+
+
+class Payload:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_planted_data_batch_cannot_run_code(data_root, tmp_path, monkeypatch):
+    root = tmp_path / "planted"
+    folder = root / data.BASE_FOLDER
+    folder.mkdir(parents=True)
+    for f in (data_root / data.BASE_FOLDER).iterdir():
+        os.symlink(f, folder / f.name)
+    marker = tmp_path / "pwned"
+    (folder / "test_batch").unlink()
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": Payload(str(marker)), "labels": []}))
+    md5 = data._md5(folder / "test_batch")  # a planted MD5SUMS cannot make it run either
+    sums = (data_root / "MD5SUMS").read_text() + f"{md5}  {data.BASE_FOLDER}/test_batch\n"
+    (root / "MD5SUMS").write_text(sums)
+    monkeypatch.setenv("CIFAR_COURSE_DATA", str(root))
+    with pytest.raises(CourseError, match="unexpected object"):
+        data.get_datasets()
+    assert not marker.exists()
+
+
+# --- bad data -----------------------------------------------------------------------------
+
+
+def broken_data_folders(data_root, tmp_path):
+    folders = {}
+
+    def copy(name):
+        root = tmp_path / name
+        (root / data.BASE_FOLDER).mkdir(parents=True)
+        for f in (data_root / data.BASE_FOLDER).iterdir():
+            os.symlink(f, root / data.BASE_FOLDER / f.name)
+        shutil.copy(data_root / "MD5SUMS", root / "MD5SUMS")
+        folders[name] = root
+        return root / data.BASE_FOLDER
+
+    # test_batch: every entry point reads the test set
+    batch = copy("missing")
+    (batch / "test_batch").unlink()
+    batch = copy("truncated")
+    raw = (data_root / data.BASE_FOLDER / "test_batch").read_bytes()
+    (batch / "test_batch").unlink()
+    (batch / "test_batch").write_bytes(raw[:1000])
+    batch = copy("corrupted")
+    (batch / "test_batch").unlink()
+    (batch / "test_batch").write_bytes(raw[:500] + bytes([raw[500] ^ 1]) + raw[501:])
+    folders["wrong layout"] = tmp_path / "flat"
+    folders["wrong layout"].mkdir()
+    for f in (data_root / data.BASE_FOLDER).iterdir():
+        os.symlink(f, folders["wrong layout"] / f.name)
+    return folders
+
+
+def test_bad_data_gives_one_clear_line_from_every_entry_point(data_root, tmp_path):
+    checkpoint = save_state_dict(LessonNet(), tmp_path / "m.pth")
+    for problem, root in broken_data_folders(data_root, tmp_path).items():
+        env = {**os.environ, "CIFAR_COURSE_DATA": str(root)}
+        for args in (
+            ["data"],
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "o"),
+                "--logdir",
+                str(tmp_path / "l"),
+            ],
+            ["evaluate", "--checkpoint", str(checkpoint)],
+            ["benchmark"],
+        ):
+            run = cli(*args, env=env)
+            assert_one_clear_line(run)
+            expected = "cifar-10-batches-py" if problem == "wrong layout" else "test_batch"
+            assert expected in run.stderr, (problem, args[0], run.stderr)
+
+
+# --- bad images ---------------------------------------------------------------------------
+
+
+def make_bad_and_odd_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    good, bad = [], []
+    (folder / "text.png").write_text("this is text")
+    buffer = io.BytesIO()
+    Image.effect_noise((300, 300), 60).convert("RGB").save(buffer, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buffer.getvalue()[:2000])
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "a folder.png").mkdir()
+    bad += [folder / n for n in ("text.png", "truncated.jpg", "zero.jpg", "a folder.png")]
+    bad.append(folder / "missing.jpg")
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(folder / "one.png")
+    Image.new("RGB", (10_000, 10_000), (0, 90, 200)).save(folder / "huge.png")
+    frames = [Image.new("P", (40, 40), i) for i in range(3)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    Image.fromarray(np.full((50, 50), 40_000, dtype=np.uint16)).save(folder / "deep.png")
+    Image.new("RGB", (50, 50), (10, 200, 30)).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.new("RGB", (50, 50), (200, 10, 30)).save(folder / "测试 图片.png")
+    good += [
+        folder / n
+        for n in ("one.png", "huge.png", "anim.gif", "deep.png", "cmyk.jpg", "测试 图片.png")
+    ]
+    return good, bad
+
+
+def test_predict_batch_continues_past_bad_files(tmp_path):
+    good, bad = make_bad_and_odd_images(tmp_path)
+    checkpoint = save_state_dict(LessonNet(), tmp_path / "m.pth")
+    files = [str(p) for pair in zip(bad, good, strict=False) for p in pair] + [str(good[-1])]
+    run = cli("predict", "--checkpoint", str(checkpoint), *files)
+    assert run.returncode == 1
+    out_lines = run.stdout.strip().splitlines()
+    assert sorted(line.split("\t")[0] for line in out_lines) == sorted(map(str, good))
+    err_lines = run.stderr.strip().splitlines()
+    assert len(err_lines) == len(bad) + 1  # one per bad file, then the summary
+    for path in bad:
+        assert sum(str(path) in line for line in err_lines) == 1, path
+    assert f"{len(bad)} of {len(files)} images could not be classified" in err_lines[-1]
+    assert "Traceback" not in run.stderr
+
+
+# --- bad arguments ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-2"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_bad_numbers_write_nothing(tmp_path, args, message):
+    run = cli("train", *args, "--out", str(tmp_path / "o"), "--logdir", str(tmp_path / "l"))
+    assert_one_clear_line(run)
+    assert message in run.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_folder(tmp_path):
+    (tmp_path / "a file").write_text("x")
+    run = cli("train", "--out", str(tmp_path / "a file" / "ck"), "--logdir", str(tmp_path / "l"))
+    assert_one_clear_line(run)
+    assert "--out" in run.stderr and "is a file" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_cuda(tmp_path):
+    run = cli(
+        "train", "--device", "cuda", "--out", str(tmp_path / "o"), "--logdir", str(tmp_path / "l")
+    )
+    assert_one_clear_line(run)
+    assert "CUDA" in run.stderr and list(tmp_path.iterdir()) == []
