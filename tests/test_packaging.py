@@ -14,7 +14,7 @@ CONDA_NAMES = {"torch": "pytorch"}
 
 
 def requirement(spec: str) -> tuple[str, str]:
-    name, version = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", spec).groups()
+    name, version = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", spec.split(";")[0]).groups()
     return CONDA_NAMES.get(name.lower(), name.lower()), version.replace(" ", "")
 
 
