@@ -89,6 +89,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    """The opt-in that lets a command load a whole-model pickle."""
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow a whole-model pickle; it can run code, so only for files you trust",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per job."""
     defaults = TrainConfig()
@@ -156,22 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="PATH")
     p.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="allow a whole-model pickle; it can run code, so only for files you trust",
-    )
+    add_trust_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files with a checkpoint")
     p.add_argument("--checkpoint", required=True, metavar="PATH")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=3, help="how many classes to show (%(default)s)")
-    p.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="allow a whole-model pickle; it can run code, so only for files you trust",
-    )
+    add_trust_flag(p)
     p.set_defaults(func=cmd_predict)
     return parser
 

@@ -45,22 +45,16 @@ def assert_one_clear_line(run):
 # --- interrupted training -------------------------------------------------------------------
 
 
-def uninterrupted(tmp_path, epochs=3):
+def train_args(out, logdir, *extra):
+    """The command line of a 3-epoch seeded run, as a list of arguments."""
+    args = ["train", "--epochs", "3", "--seed", "7", "--out", str(out), "--logdir", str(logdir)]
+    return [*args, *extra]
+
+
+def uninterrupted(tmp_path):
     out = tmp_path / "straight"
-    main(
-        [
-            "train",
-            "--epochs",
-            str(epochs),
-            "--seed",
-            "7",
-            "--out",
-            str(out),
-            "--logdir",
-            str(tmp_path / "tb_straight"),
-        ]
-    )
-    return load_checkpoint(out / f"lesson_net_epoch{epochs:02d}.pt")
+    assert main(train_args(out, tmp_path / "tb_straight")) == 0
+    return load_checkpoint(out / "lesson_net_epoch03.pt")
 
 
 def assert_same_weights(a, b):
@@ -71,20 +65,7 @@ def assert_same_weights(a, b):
 def test_sigkill_mid_epoch_then_resume(data_root, tmp_path, capsys):
     out = tmp_path / "ck"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cifar_course",
-            "train",
-            "--epochs",
-            "3",
-            "--seed",
-            "7",
-            "--out",
-            str(out),
-            "--logdir",
-            str(tmp_path / "tb"),
-        ],
+        [sys.executable, "-m", "cifar_course", *train_args(out, tmp_path / "tb")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -98,24 +79,7 @@ def test_sigkill_mid_epoch_then_resume(data_root, tmp_path, capsys):
     proc.wait()
     assert not (out / "lesson_net_epoch02.pt").exists(), "killed too late to test anything"
     assert load_checkpoint(first)["epoch"] == 1
-    assert (
-        main(
-            [
-                "train",
-                "--epochs",
-                "3",
-                "--seed",
-                "7",
-                "--out",
-                str(out),
-                "--logdir",
-                str(tmp_path / "tb"),
-                "--resume",
-                str(first),
-            ]
-        )
-        == 0
-    )
+    assert main(train_args(out, tmp_path / "tb", "--resume", str(first))) == 0
     assert "resumed from" in capsys.readouterr().out
     resumed = load_checkpoint(out / "lesson_net_epoch03.pt")
     assert resumed["epoch"] == 3 and [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
@@ -153,25 +117,9 @@ def test_sigkill_mid_checkpoint_write(data_root, tmp_path, where):
     assert run.returncode == -signal.SIGKILL
     names = sorted(p.name for p in out.iterdir())
     assert "lesson_net_epoch01.pt" in names and "lesson_net_epoch02.pt" not in names
-    assert load_checkpoint(out / "lesson_net_epoch01.pt")["epoch"] == 1
-    assert (
-        main(
-            [
-                "train",
-                "--epochs",
-                "3",
-                "--seed",
-                "7",
-                "--out",
-                str(out),
-                "--logdir",
-                str(tmp_path / "tb"),
-                "--resume",
-                str(out / "lesson_net_epoch01.pt"),
-            ]
-        )
-        == 0
-    )
+    first = out / "lesson_net_epoch01.pt"
+    assert load_checkpoint(first)["epoch"] == 1
+    assert main(train_args(out, tmp_path / "tb", "--resume", str(first))) == 0
     assert_same_weights(load_checkpoint(out / "lesson_net_epoch03.pt"), uninterrupted(tmp_path))
 
 
