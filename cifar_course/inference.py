@@ -19,16 +19,19 @@ TO_INPUT = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor(
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB, keeping 16-bit and float images' brightness."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    """Convert any Pillow mode to 8-bit RGB, keeping 16-bit and float images' brightness.
+
+    16-bit modes scale 0..65535 to 0..255. A 32-bit ``I`` image is read as 8-bit when all its
+    values fit, else as 16-bit; an ``F`` image as 0..1 when all its values fit, else as 0..255.
+    """
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        top = 1.0 if image.mode == "F" and values.max() <= 1.0 else 65535.0
-        if image.mode == "F" and top == 1.0:
-            scaled = values * 255.0
-        elif values.max() <= 255:  # a 32-bit "I" image that only holds 8-bit values
-            scaled = values
+        if image.mode.startswith("I;16"):
+            scaled = values / 257.0
+        elif image.mode == "I":
+            scaled = values if values.max() <= 255 else values / 257.0
         else:
-            scaled = values * 255.0 / top
+            scaled = values * 255.0 if values.max() <= 1.0 else values
         image = Image.fromarray(np.clip(scaled, 0, 255).round().astype(np.uint8), mode="L")
     elif image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")

@@ -7,6 +7,7 @@ command line and later lessons reuse.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -139,8 +140,6 @@ def _check_writable(folder: Path, flag: str) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise CourseError(f"{flag} '{folder}': '{existing}' is a file, not a folder.")
-    import os
-
     if not os.access(existing, os.W_OK | os.X_OK):
         raise CourseError(f"{flag} '{folder}' cannot be written ('{existing}' is read-only).")
 
@@ -185,8 +184,8 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
         log(f"fast loop: mixed precision {trainer.dtype or 'off (fp32)'} after a speed probe")
     log(
         f"training lesson_net on {device} with {len(train_set):,} train / {len(test_set):,} test "
-        f"images: {config.epochs} epochs, batch {config.batch_size}, SGD lr {config.lr}"
-        + (" (fast loop)" if config.fast else "")
+        f"images: {config.epochs} epoch{'s' * (config.epochs != 1)}, batch {config.batch_size}, "
+        f"SGD lr {config.lr}" + (" (fast loop)" if config.fast else "")
     )
     step = start_epoch * steps_per_epoch
     try:

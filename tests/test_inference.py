@@ -137,3 +137,10 @@ def test_property_any_image_gives_a_valid_input(mode, width, height, seed):
     image = Image.fromarray(pixels, "RGB")
     image = image.convert("L").convert(mode) if mode in ("I;16", "F", "I") else image.convert(mode)
     check_input(image_to_tensor(image))
+
+
+def test_dark_sixteen_bit_image_stays_dark(tmp_path):
+    values = np.full((40, 40), 200, dtype=np.uint16)  # 200 of 65535: nearly black
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    assert image_to_tensor(image).max() < 0.01
