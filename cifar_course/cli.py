@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import CourseError
 from .training import TrainConfig
@@ -20,20 +21,34 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .training import fit
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lecture": {"batch_size": 64, "lr": 1e-2, "logdir": "runs/lesson_net"},
+    "modern": {"batch_size": 512, "lr": 0.2, "logdir": "runs/modern_net"},
+}
 
+
+def cmd_train(args: argparse.Namespace) -> int:
+    defaults = RECIPE_DEFAULTS[args.recipe]
     config = TrainConfig(
         epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
+        batch_size=defaults["batch_size"] if args.batch_size is None else args.batch_size,
+        lr=defaults["lr"] if args.lr is None else args.lr,
         device=args.device,
         seed=args.seed,
         out=args.out,
-        logdir=args.logdir,
+        logdir=args.logdir or defaults["logdir"],
         resume=args.resume,
+        fast=args.fast,
+        recipe=args.recipe,
     )
-    fit(config)
+    if args.recipe == "modern":
+        from .modern import fit_modern
+
+        fit_modern(config)
+    else:
+        from .training import fit
+
+        fit(config)
     return 0
 
 
@@ -110,11 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train the lesson net (the lecture's recipe by default)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
     p.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s"
+        "--recipe",
+        choices=["lecture", "modern"],
+        default="lecture",
+        help="lecture: the lesson net as taught; modern: lesson 06's network and recipe",
     )
-    p.add_argument("--lr", type=float, default=defaults.lr, help="SGD learning rate (%(default)s)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, help="default: 64 (lecture), 512 (modern)")
+    p.add_argument("--lr", type=float, help="SGD (peak) learning rate; default 0.01 / 0.2")
     p.add_argument(
         "--device",
         default=defaults.device,
@@ -130,9 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--logdir",
-        default=defaults.logdir,
         metavar="DIR",
-        help="TensorBoard log folder (%(default)s)",
+        help="TensorBoard log folder (default: runs/lesson_net, or runs/modern_net)",
     )
     p.add_argument(
         "--resume",
@@ -142,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fast",
         action="store_true",
-        help="same recipe, faster loop: data in memory, channels_last, mixed precision",
+        help="lecture recipe, faster loop: data in memory, channels_last, mixed precision",
     )
     p.set_defaults(func=cmd_train)
 

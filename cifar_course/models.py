@@ -56,9 +56,49 @@ class LessonNetSequential(nn.Module):
         return self.model(x)
 
 
+MEAN = (0.49139968, 0.48215841, 0.44653091)  # CIFAR-10 training-set statistics
+STD = (0.24703223, 0.24348513, 0.26158784)
+
+
+def conv_bn(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:
+    """3x3 convolution, optional 2x2 max-pool, batch norm, GELU."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return [*layers, nn.BatchNorm2d(c_out), nn.GELU()]
+
+
+class ModernNet(nn.Module):
+    """A small VGG-style network: three blocks of two convolutions, each block pooling once."""
+
+    def __init__(self, widths: tuple[int, int, int] = (32, 128, 128)) -> None:
+        super().__init__()
+        w1, w2, w3 = widths
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+        self.layers = nn.Sequential(
+            *conv_bn(3, w1),
+            *conv_bn(w1, w1, pool=True),
+            *conv_bn(w1, w1),
+            *conv_bn(w1, w2, pool=True),
+            *conv_bn(w2, w2),
+            *conv_bn(w2, w3, pool=True),
+            *conv_bn(w3, w3),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Linear(w3, 10, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: images in [0, 1], as the lesson net takes them."""
+        # Scaling the logits down keeps the max-pooled features from making them explode early.
+        return self.layers((x - self.mean) / self.std) / 8
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "lesson_net": LessonNet,
     "lesson_net_sequential": LessonNetSequential,
+    "modern_net": ModernNet,
 }
 
 

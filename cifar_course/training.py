@@ -121,6 +121,7 @@ class TrainConfig:
     resume: str | None = None
     log_every: int = 100
     fast: bool = False
+    recipe: str = "lecture"
 
     def validate(self) -> None:
         """Reject settings that cannot work, before anything is written."""
@@ -144,9 +145,9 @@ def _check_writable(folder: Path, flag: str) -> None:
         raise CourseError(f"{flag} '{folder}' cannot be written ('{existing}' is read-only).")
 
 
-def checkpoint_path(out: str | Path, epoch: int) -> Path:
+def checkpoint_path(out: str | Path, epoch: int, arch: str = "lesson_net") -> Path:
     """Where the checkpoint after ``epoch`` (1-based) is saved."""
-    return Path(out) / f"lesson_net_epoch{epoch:02d}.pt"
+    return Path(out) / f"{arch}_epoch{epoch:02d}.pt"
 
 
 def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, float]]:

@@ -134,3 +134,19 @@ def test_cuda_without_cuda(tmp_path, capsys):
     )
     assert "no CUDA GPU" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_fast_flag_reaches_the_fast_loop(data_root, tmp_path, capsys):
+    args = [
+        "train",
+        "--fast",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "ck"),
+        "--logdir",
+        str(tmp_path / "tb"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "(fast loop)" in out and "final test accuracy:" in out

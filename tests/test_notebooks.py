@@ -19,6 +19,7 @@ EXPECTED = [
     "03_training_loop",
     "04_gpu_vs_cpu",
     "05_inference",
+    "06_faster_and_better",
 ]
 
 

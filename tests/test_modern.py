@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import torch
+
+from cifar_course import data
+from cifar_course.checkpoints import load_model
+from cifar_course.cli import main
+from cifar_course.models import ModernNet, count_parameters
+from cifar_course.modern import augment, evaluate_tta, triangular_lr
+
+CAT = Path(__file__).resolve().parents[1] / "notebooks" / "images" / "cat.png"
+
+
+def test_modern_net_shapes_and_size():
+    model = ModernNet().eval()
+    assert model(torch.rand(4, 3, 32, 32)).shape == (4, 10)
+    assert count_parameters(model) == 501_024
+
+
+def test_augment_flips_and_shifts_but_keeps_content():
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
+    out = augment(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    assert not torch.equal(out, images)
+    # every output is a 32x32 window of the (possibly mirrored) input, reflect-padded by 2
+    for original, moved in zip(images, out, strict=True):
+        found = False
+        for candidate in (original, original.flip(2)):
+            padded = torch.nn.functional.pad(candidate[None], (2, 2, 2, 2), mode="reflect")[0]
+            for dy in range(5):
+                for dx in range(5):
+                    found |= torch.equal(padded[:, dy : dy + 32, dx : dx + 32], moved)
+        assert found
+
+
+def test_triangular_schedule():
+    lrs = [triangular_lr(step, 100, 0.2) for step in range(101)]
+    assert lrs[0] == 0 and max(lrs) == 0.2 and lrs[20] == 0.2 and lrs[100] == 0
+    assert lrs == sorted(lrs[:21]) + sorted(lrs[21:], reverse=True)
+
+
+def test_tta_averages_an_image_and_its_mirror(data_root):
+    model = ModernNet()
+    test = data.TensorData(False, limit=200)
+    plain, tta = evaluate_tta(model, test)
+    same, _ = evaluate_tta(model, test, flip=False)
+    assert plain == same and 0 <= tta <= 1
+
+
+def test_modern_recipe_from_the_command_line(data_root, tmp_path, capsys):
+    out = tmp_path / "ck"
+    args = [
+        "train",
+        "--recipe",
+        "modern",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "128",
+        "--out",
+        str(out),
+        "--logdir",
+        str(tmp_path / "tb"),
+    ]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("final test accuracy:")
+    accuracy = float(lines[-1].split()[3].rstrip("%")) / 100
+    assert accuracy > 0.25  # 4 short epochs on 2,000 images; chance is 0.10
+    checkpoint = out / "modern_net_epoch04.pt"
+    assert isinstance(load_model(checkpoint), ModernNet)
+    assert main(["evaluate", "--checkpoint", str(checkpoint)]) == 0
+    assert "test accuracy of" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(checkpoint), str(CAT)]) == 0
