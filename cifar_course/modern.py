@@ -17,12 +17,11 @@ import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import save_checkpoint
 from .data import TensorData
 from .device import pick_device
-from .errors import CourseError
 from .models import ModernNet
-from .training import TrainConfig, checkpoint_path
+from .training import TrainConfig, checkpoint_path, resume
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -78,17 +77,7 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
     history: list[dict[str, float]] = []
     start = 0
     if config.resume:
-        state = load_checkpoint(config.resume, map_location=device)
-        if state.get("arch") != "modern_net":
-            raise CourseError(f"'{config.resume}' is not a modern-recipe checkpoint.")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, history = state["epoch"], list(state["history"])
-        if start >= config.epochs:
-            raise CourseError(
-                f"'{config.resume}' has already trained {start} epochs; pass --epochs larger "
-                f"than {start} to train more."
-            )
+        start, history = resume(config, model, optimizer, device, log)
     train, test = TensorData(True, device), TensorData(False, device)
     steps_per_epoch = -(-len(train) // config.batch_size)
     total = steps_per_epoch * config.epochs

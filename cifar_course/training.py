@@ -26,7 +26,7 @@ from .data import TensorData, get_datasets
 from .device import pick_device
 from .errors import CourseError
 from .fast import FastTrainer
-from .models import build_model
+from .models import arch_name, build_model
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -145,6 +145,34 @@ def _check_writable(folder: Path, flag: str) -> None:
         raise CourseError(f"{flag} '{folder}' cannot be written ('{existing}' is read-only).")
 
 
+def resume(
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> tuple[int, list[dict[str, float]]]:
+    """Load ``config.resume`` into ``model`` and ``optimizer``; return (epochs done, history)."""
+    state = load_checkpoint(config.resume, map_location=device)
+    arch = arch_name(model)
+    if state.get("arch") != arch:
+        raise CourseError(
+            f"'{config.resume}' was saved from {state.get('arch')}, not {arch}; resume it with "
+            "the --recipe that wrote it."
+        )
+    model.load_state_dict(state["model"])
+    if state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    done, history = state["epoch"], list(state["history"])
+    if done >= config.epochs:
+        raise CourseError(
+            f"'{config.resume}' has already trained {done} epochs; pass --epochs larger "
+            f"than {done} to train more."
+        )
+    log(f"resumed from {config.resume} after epoch {done}")
+    return done, history
+
+
 def checkpoint_path(out: str | Path, epoch: int, arch: str = "lesson_net") -> Path:
     """Where the checkpoint after ``epoch`` (1-based) is saved."""
     return Path(out) / f"{arch}_epoch{epoch:02d}.pt"
@@ -162,17 +190,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
     history: list[dict[str, float]] = []
     start_epoch = 0
     if config.resume:
-        state = load_checkpoint(config.resume, map_location=device)
-        model.load_state_dict(state["model"])
-        if state["optimizer"] is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history = state["epoch"], list(state["history"])
-        if start_epoch >= config.epochs:
-            raise CourseError(
-                f"'{config.resume}' has already trained {start_epoch} epochs; pass --epochs larger "
-                f"than {start_epoch} to train more."
-            )
-        log(f"resumed from {config.resume} after epoch {start_epoch}")
+        start_epoch, history = resume(config, model, optimizer, device, log)
     test_loader = DataLoader(test_set, batch_size=config.batch_size)
     steps_per_epoch = -(-len(train_set) // config.batch_size)
     writer = SummaryWriter(config.logdir, purge_step=start_epoch * steps_per_epoch or None)

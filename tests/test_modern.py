@@ -72,3 +72,18 @@ def test_modern_recipe_from_the_command_line(data_root, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(checkpoint)]) == 0
     assert "test accuracy of" in capsys.readouterr().out
     assert main(["predict", "--checkpoint", str(checkpoint), str(CAT)]) == 0
+    capsys.readouterr()
+    resume = [
+        "train",
+        "--epochs",
+        "5",
+        "--resume",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "o"),
+        "--logdir",
+        str(tmp_path / "l"),
+    ]
+    assert main(resume) == 1  # the lecture recipe cannot continue a modern_net checkpoint
+    assert "saved from modern_net, not lesson_net" in capsys.readouterr().err
+    assert main([*resume, "--recipe", "modern"]) == 0
