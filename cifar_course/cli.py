@@ -22,15 +22,15 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lecture": {"batch_size": 64, "lr": 1e-2, "logdir": "runs/lesson_net"},
-    "modern": {"batch_size": 512, "lr": 0.2, "logdir": "runs/modern_net"},
+    "lecture": {"epochs": 10, "batch_size": 64, "lr": 1e-2, "logdir": "runs/lesson_net"},
+    "modern": {"epochs": 12, "batch_size": 512, "lr": 0.2, "logdir": "runs/modern_net"},
 }
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     defaults = RECIPE_DEFAULTS[args.recipe]
     config = TrainConfig(
-        epochs=args.epochs,
+        epochs=defaults["epochs"] if args.epochs is None else args.epochs,
         batch_size=defaults["batch_size"] if args.batch_size is None else args.batch_size,
         lr=defaults["lr"] if args.lr is None else args.lr,
         device=args.device,
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="lecture",
         help="lecture: the lesson net as taught; modern: lesson 06's network and recipe",
     )
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
+    p.add_argument("--epochs", type=int, help="default: 10 (lecture), 12 (modern)")
     p.add_argument("--batch-size", type=int, help="default: 64 (lecture), 512 (modern)")
     p.add_argument("--lr", type=float, help="SGD (peak) learning rate; default 0.01 / 0.2")
     p.add_argument(

@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from .checkpoints import save_checkpoint
 from .data import TensorData
-from .device import pick_device
+from .device import keep_freed_memory, pick_device
 from .models import ModernNet
 from .training import TrainConfig, checkpoint_path, resume
 
@@ -50,24 +50,54 @@ def triangular_lr(step: int, total: int, peak: float, warmup: float = 0.2) -> fl
     return peak * max(0.0, (total - step) / max(1, total - rise))
 
 
+_HISTORY_KEYS = {
+    "plain": "test_accuracy",
+    "flip": "test_accuracy_flip",
+    "flip_shift": "test_accuracy_tta",
+}
+
+
+def _flip_average(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return (model(images) + model(images.flip(3))) / 2
+
+
 @torch.no_grad()
-def evaluate_tta(model: nn.Module, data: TensorData, flip: bool = True) -> tuple[float, float]:
-    """``(accuracy, accuracy with flip test-time augmentation)`` on ``data``."""
+def evaluate_tta(
+    model: nn.Module, data: TensorData, batch_size: int = 1000, tta: bool = True
+) -> dict[str, float]:
+    """Test accuracy on ``data`` three ways, in one pass over it (only the first if not ``tta``).
+
+    - ``"plain"``: each image once;
+    - ``"flip"``: the average of the scores of the image and its mirror image (2 passes);
+    - ``"flip_shift"``: that average, averaged again with the one of the image shifted by one
+      pixel up-left and the one shifted one pixel down-right (reflect-padded; 6 passes), as in
+      airbench. Half the weight stays on the unshifted image.
+    """
     model.eval()
-    plain = tta = 0
-    for images, targets in data.batches(1000, channels_last=True):
-        logits = model(images)
-        plain += (logits.argmax(1) == targets).sum().item()
-        if flip:
-            logits = logits + model(images.flip(3))
-        tta += (logits.argmax(1) == targets).sum().item()
-    return plain / len(data), tta / len(data)
+    correct = {"plain": 0, "flip": 0, "flip_shift": 0} if tta else {"plain": 0}
+    for images, targets in data.batches(batch_size, channels_last=True):
+        plain = model(images)
+        if not tta:
+            correct["plain"] += int((plain.argmax(1) == targets).sum())
+            continue
+        flip = (plain + model(images.flip(3))) / 2
+        padded = nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
+        shifted = (
+            _flip_average(model, padded[:, :, :32, :32])
+            + _flip_average(model, padded[:, :, 2:, 2:])
+        ) / 2
+        flip_shift = (flip + shifted) / 2
+        for name, logits in (("plain", plain), ("flip", flip), ("flip_shift", flip_shift)):
+            correct[name] += int((logits.argmax(1) == targets).sum())
+    return {name: hits / len(data) for name, hits in correct.items()}
 
 
 def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, float]]:
     """Train ``ModernNet`` with the modern recipe, checkpointing each epoch; return the history."""
     config.validate()
     device = pick_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # about a quarter faster on Linux CPUs at batch 512; see its docstring
     torch.manual_seed(config.seed)
     model = ModernNet().to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
@@ -85,7 +115,7 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
     writer = SummaryWriter(config.logdir, purge_step=step or None)
     log(
         f"training modern_net on {device}: {config.epochs} epochs, batch {config.batch_size}, "
-        f"SGD nesterov, peak lr {config.lr}, label smoothing 0.2, flip+translate, flip TTA"
+        f"SGD nesterov, peak lr {config.lr}, label smoothing 0.2, flip+translate, flip+shift TTA"
     )
     try:
         for epoch in range(start, config.epochs):
@@ -103,19 +133,20 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
                 total_loss += loss.detach() * len(targets)
                 step += 1
             seconds = time.perf_counter() - began
-            accuracy, tta = evaluate_tta(model, test)
+            # the 6-view test-time augmentation costs 6 passes over the test set: last epoch only
+            accuracies = evaluate_tta(model, test, tta=epoch + 1 == config.epochs)
+            accuracy = accuracies["plain"]
             train_loss = (total_loss / len(train)).item()
             writer.add_scalar("train_loss", train_loss, step)
-            writer.add_scalar("test_accuracy", accuracy, epoch + 1)
-            writer.add_scalar("test_accuracy_tta", tta, epoch + 1)
+            for name, value in accuracies.items():
+                writer.add_scalar(_HISTORY_KEYS[name], value, epoch + 1)
             writer.flush()
             history.append(
                 {
                     "epoch": epoch + 1,
                     "train_loss": train_loss,
-                    "test_accuracy": accuracy,
-                    "test_accuracy_tta": tta,
                     "seconds": seconds,
+                    **{_HISTORY_KEYS[name]: value for name, value in accuracies.items()},
                 }
             )
             path = save_checkpoint(
@@ -128,15 +159,18 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
             )
             log(
                 f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
-                f"test accuracy {accuracy:.2%}  with flip TTA {tta:.2%}  ({seconds:.1f} s)  "
-                f"saved {path}"
+                f"test accuracy {accuracy:.2%}  ({seconds:.1f} s)  saved {path}"
             )
     finally:
         writer.close()
     training_seconds = sum(h["seconds"] for h in history)
     log(f"training time {training_seconds:.0f} s")
-    log(
-        f"final test accuracy: {history[-1]['test_accuracy_tta']:.2%} (with flip TTA; "
-        f"{history[-1]['test_accuracy']:.2%} without)"
-    )
+    last = history[-1]
+    if "test_accuracy_tta" in last:
+        log(
+            f"final test accuracy: {last['test_accuracy_tta']:.2%} (with flip-and-shift TTA; "
+            f"{last['test_accuracy_flip']:.2%} with flip TTA, {last['test_accuracy']:.2%} without)"
+        )
+    else:  # resumed from a run that had already finished, or from an older checkpoint
+        log(f"final test accuracy: {last['test_accuracy']:.2%} (without TTA)")
     return history

@@ -150,3 +150,19 @@ def test_train_fast_flag_reaches_the_fast_loop(data_root, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "(fast loop)" in out and "final test accuracy:" in out
+
+
+def test_each_recipe_has_its_own_defaults(monkeypatch):
+    from cifar_course import modern, training
+
+    seen = []
+    monkeypatch.setattr(training, "fit", seen.append)
+    monkeypatch.setattr(modern, "fit_modern", seen.append)
+    assert main(["train"]) == 0
+    assert main(["train", "--recipe", "modern"]) == 0
+    assert main(["train", "--recipe", "modern", "--epochs", "3", "--lr", "0.1"]) == 0
+    lecture, modern_default, modern_chosen = seen
+    assert (lecture.epochs, lecture.batch_size, lecture.lr) == (10, 64, 1e-2)
+    assert (modern_default.epochs, modern_default.batch_size, modern_default.lr) == (12, 512, 0.2)
+    assert modern_default.logdir == "runs/modern_net" and modern_default.recipe == "modern"
+    assert (modern_chosen.epochs, modern_chosen.batch_size, modern_chosen.lr) == (3, 512, 0.1)
