@@ -77,6 +77,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"test accuracy of {args.checkpoint}: {accuracy:.2%} on {len(targets):,} images")
     for name, acc in zip(CLASSES, per_class_accuracy(predicted, targets), strict=True):
         print(f"  {name:<10} {acc:.2%}")
+    if args.tta:
+        from .data import TensorData
+        from .modern import evaluate_tta
+
+        views = evaluate_tta(model, TensorData(False, device), args.batch_size)
+        print(
+            f"with test-time augmentation: {views['flip']:.2%} (flip), "
+            f"{views['flip_shift']:.2%} (flip-and-shift)"
+        )
     return 0
 
 
@@ -183,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="PATH")
     p.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="also test with flip and flip-and-shift test-time augmentation (lesson 06)",
+    )
     add_trust_flag(p)
     p.set_defaults(func=cmd_evaluate)
 

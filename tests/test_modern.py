@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import torch
@@ -105,8 +106,17 @@ def test_modern_recipe_from_the_command_line(data_root, tmp_path, capsys):
     assert accuracy > 0.25  # 4 short epochs on 2,000 images; chance is 0.10
     checkpoint = out / "modern_net_epoch04.pt"
     assert isinstance(load_model(checkpoint), ModernNet)
-    assert main(["evaluate", "--checkpoint", str(checkpoint)]) == 0
-    assert "test accuracy of" in capsys.readouterr().out
+    evaluate = ["evaluate", "--checkpoint", str(checkpoint), "--tta", "--batch-size", "1000"]
+    assert main(evaluate) == 0
+    evaluated = capsys.readouterr().out
+    assert "test accuracy of" in evaluated and "on 1,000 images" in evaluated
+    # the saved weights give back the accuracies that training printed: plain, flip, flip-and-shift
+    # (to one image in 1,000: the reloaded model may use other convolution kernels, which round
+    # differently)
+    trained = [float(x) for x in re.findall(r"(\d+\.\d+)%", lines[-1])][::-1]
+    found = [float(x) for x in re.findall(r"(\d+\.\d+)%", evaluated.replace(str(tmp_path), ""))]
+    reloaded = [found[0], *found[-2:]]
+    assert all(abs(a - b) <= 0.1 for a, b in zip(trained, reloaded, strict=True))
     assert main(["predict", "--checkpoint", str(checkpoint), str(CAT)]) == 0
     capsys.readouterr()
     resume = [

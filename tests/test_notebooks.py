@@ -4,6 +4,7 @@ nbval executes the notebooks themselves (see the Makefile's test target); these 
 stored files without running them.
 """
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -45,10 +46,15 @@ def test_header(path):
     assert first.cell_type == "markdown"
     for needed in ("You will learn", "Run time on a CPU", "Run time on a GPU", "Stored outputs"):
         assert needed in first.source, needed
-    for placeholder in ("@CPU@", "@GPU@", "@HW@"):
-        assert placeholder not in first.source
     badge = f"colab.research.google.com/github/{REPO_URL.removeprefix('https://github.com/')}"
     assert f"{badge}/blob/main/notebooks/{path.name}" in first.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_placeholder_left_unfilled(path):
+    # measured figures go into the text as @NAME@ while a full run is pending
+    for cell in read(path).cells:
+        assert not re.search(r"@[A-Z_]+@", cell.source), cell.source[:80]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -36,3 +36,8 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make train" in readme
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_readme_has_no_placeholder_left_unfilled():
+    # measured figures go into the README as @NAME@ while a run is pending
+    assert not re.findall(r"@[A-Z_]+@", (ROOT / "README.md").read_text())
