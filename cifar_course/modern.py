@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 
 import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from .checkpoints import save_checkpoint
 from .data import TensorData
 from .device import keep_freed_memory, pick_device
 from .models import ModernNet
-from .training import TrainConfig, checkpoint_path, resume
+from .training import TrainConfig, resume, save_epoch
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -74,21 +72,19 @@ def evaluate_tta(
       airbench. Half the weight stays on the unshifted image.
     """
     model.eval()
-    correct = {"plain": 0, "flip": 0, "flip_shift": 0} if tta else {"plain": 0}
+    correct: dict[str, int] = {}
     for images, targets in data.batches(batch_size, channels_last=True):
-        plain = model(images)
-        if not tta:
-            correct["plain"] += int((plain.argmax(1) == targets).sum())
-            continue
-        flip = (plain + model(images.flip(3))) / 2
-        padded = nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
-        shifted = (
-            _flip_average(model, padded[:, :, :32, :32])
-            + _flip_average(model, padded[:, :, 2:, 2:])
-        ) / 2
-        flip_shift = (flip + shifted) / 2
-        for name, logits in (("plain", plain), ("flip", flip), ("flip_shift", flip_shift)):
-            correct[name] += int((logits.argmax(1) == targets).sum())
+        views = {"plain": model(images)}
+        if tta:
+            views["flip"] = (views["plain"] + model(images.flip(3))) / 2
+            padded = nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
+            shifted = (
+                _flip_average(model, padded[:, :, :32, :32])
+                + _flip_average(model, padded[:, :, 2:, 2:])
+            ) / 2
+            views["flip_shift"] = (views["flip"] + shifted) / 2
+        for name, logits in views.items():
+            correct[name] = correct.get(name, 0) + int((logits.argmax(1) == targets).sum())
     return {name: hits / len(data) for name, hits in correct.items()}
 
 
@@ -149,14 +145,7 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
                     **{_HISTORY_KEYS[name]: value for name, value in accuracies.items()},
                 }
             )
-            path = save_checkpoint(
-                checkpoint_path(config.out, epoch + 1, "modern_net"),
-                model,
-                optimizer,
-                epoch + 1,
-                history,
-                asdict(config),
-            )
+            path = save_epoch(config, model, optimizer, epoch + 1, history)
             log(
                 f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
                 f"test accuracy {accuracy:.2%}  ({seconds:.1f} s)  saved {path}"

@@ -178,6 +178,18 @@ def checkpoint_path(out: str | Path, epoch: int, arch: str = "lesson_net") -> Pa
     return Path(out) / f"{arch}_epoch{epoch:02d}.pt"
 
 
+def save_epoch(
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    history: list[dict[str, float]],
+) -> Path:
+    """Save the training checkpoint after ``epoch`` (1-based) in ``config.out``; return the path."""
+    path = checkpoint_path(config.out, epoch, arch_name(model))
+    return save_checkpoint(path, model, optimizer, epoch, history, asdict(config))
+
+
 def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, float]]:
     """Run the seed recipe as configured, checkpointing each epoch; return the per-epoch history."""
     config.validate()
@@ -246,14 +258,7 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
                     "seconds": seconds,
                 }
             )
-            path = save_checkpoint(
-                checkpoint_path(config.out, epoch + 1),
-                model,
-                optimizer,
-                epoch + 1,
-                history,
-                asdict(config),
-            )
+            path = save_epoch(config, model, optimizer, epoch + 1, history)
             log(
                 f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
                 f"test loss {test_loss:.4f}  test accuracy {accuracy:.2%}  "
