@@ -147,8 +147,9 @@ def run_benchmark(
     trainer = FastTrainer(model, optimizer, device, probe_data=fast_train, batch_size=batch_size)
     probe = ", ".join(f"{k} {v:.3f} s" for k, v in trainer.probe.items()) or "not needed"
     log(
-        "fast loop: in-memory uint8 data, channels_last, no per-step sync, mixed precision "
-        f"{trainer.dtype or 'off (fp32)'} (probe of 15 steps: {probe})"
+        "fast loop: in-memory uint8 data, channels_last, no per-step sync, "
+        f"CUDA graphs {'on' if trainer.uses_graphs else 'off'}, mixed precision "
+        f"{trainer.dtype or 'off (fp32)'} (speed probe: {probe})"
     )
     warm, warm_optimizer = _fresh(seed + 1, lr, device)
     warm_trainer = FastTrainer(warm, warm_optimizer, device, amp=trainer.dtype is not None)

@@ -315,6 +315,17 @@ class TensorData:
         max_batches: int | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images float [B,3,32,32] in [0,1], labels [B])`` on the device."""
+        for idx in self.batch_indices(batch_size, shuffle, generator, max_batches):
+            yield self.batch(idx, channels_last)
+
+    def batch_indices(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        max_batches: int | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the indices of each batch, in the order ``batches`` serves them."""
         n = len(self)
         if shuffle:
             order = shuffled_order(n, generator).to(self.device)
@@ -323,11 +334,16 @@ class TensorData:
         stops = range(0, n, batch_size)
         if max_batches is not None:
             stops = stops[:max_batches]
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         for start in stops:
-            idx = order[start : start + batch_size]
-            images = self.images[idx].permute(0, 3, 1, 2)
-            yield images.to(torch.float32, memory_format=memory_format).div_(255), self.labels[idx]
+            yield order[start : start + batch_size]
+
+    def batch(
+        self, idx: torch.Tensor, channels_last: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images (float in [0, 1], ``[B,3,32,32]``) and labels at ``idx``."""
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        images = self.images[idx].permute(0, 3, 1, 2)
+        return images.to(torch.float32, memory_format=memory_format).div_(255), self.labels[idx]
 
 
 def check_data() -> tuple[Path, int, int]:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from .data import TensorData
-from .device import keep_freed_memory, pick_device
+from .device import keep_freed_memory, pick_device, synchronize
 from .models import ModernNet
 from .training import TrainConfig, resume, save_epoch
 
@@ -128,6 +128,7 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
                 optimizer.step()
                 total_loss += loss.detach() * len(targets)
                 step += 1
+            synchronize(device)  # GPU work is queued: wait for it before reading the clock
             seconds = time.perf_counter() - began
             # the 6-view test-time augmentation costs 6 passes over the test set: last epoch only
             accuracies = evaluate_tta(model, test, tta=epoch + 1 == config.epochs)

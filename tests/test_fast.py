@@ -91,6 +91,74 @@ def test_speed_probe_picks_one_of_the_candidates(data_root):
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_cuda_graphs_are_refused_where_they_cannot_work():
+    model = LessonNet()
+    with pytest.raises(ValueError, match="plain SGD"):
+        FastTrainer(
+            model, torch.optim.SGD(model.parameters(), lr=1e-2), torch.device("cpu"), graphs=True
+        ).train_epoch(data.TensorData(True, limit=8), 4)
+    trainer = FastTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9), torch.device("cpu")
+    )
+    assert not trainer.uses_graphs
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def cuda_twins(graphs_a, graphs_b, momentum=0.0):
+    cuda = torch.device("cuda")
+    torch.manual_seed(0)
+    first = LessonNet()
+    second = copy.deepcopy(first)
+    trainers = [
+        FastTrainer(
+            m,
+            torch.optim.SGD(m.parameters(), lr=1e-2, momentum=momentum),
+            cuda,
+            amp=False,
+            graphs=g,
+        )
+        for m, g in ((first, graphs_a), (second, graphs_b))
+    ]
+    return trainers, data.TensorData(True, cuda, limit=1000)  # 15 full batches of 64, then 40
+
+
+@needs_cuda
+def test_cuda_graph_capture_leaves_the_weights_as_they_were(data_root):
+    (trainer, _), train = cuda_twins(True, False)
+    before = copy.deepcopy(trainer.model.state_dict())
+    trainer._capture(train, 64)
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+@needs_cuda
+def test_cuda_graph_epochs_compute_what_the_eager_loop_computes(data_root):
+    (graphed, eager), train = cuda_twins(True, False)
+    assert graphed.uses_graphs and not eager.uses_graphs
+    for epoch in range(3):
+        losses = [
+            t.train_epoch(train, 64, torch.Generator().manual_seed(epoch)).item()
+            for t in (graphed, eager)
+        ]
+        assert abs(losses[0] - losses[1]) < 1e-3 * losses[1], (epoch, losses)
+    for a, b in zip(graphed.model.parameters(), eager.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    torch.manual_seed(0)
+    start = LessonNet()  # the twins' initial weights: training must have moved them
+    pairs = zip(graphed.model.parameters(), start.parameters(), strict=True)
+    moved = [(p.cpu() - q).abs().max().item() for p, q in pairs]
+    assert min(moved) > 1e-4, moved
+
+
+@needs_cuda
+def test_momentum_sgd_runs_eagerly_on_cuda(data_root):
+    (trainer, _), train = cuda_twins(None, False, momentum=0.9)
+    assert not trainer.uses_graphs
+    assert trainer.train_epoch(train, 64, torch.Generator().manual_seed(0)).item() > 0
+
+
 def test_fit_fast_checkpoint_works_with_evaluate(data_root, tmp_path):
     config = TrainConfig(
         epochs=1, batch_size=4, out=str(tmp_path / "ck"), logdir=str(tmp_path / "tb"), fast=True

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# All the GPU measurements of one session, for a lent GPU machine (see README, "Performance").
+#
+# CIFAR-10 (178 MB) cannot travel in one call (at most 64 MiB each), so it travels in parts in
+# the ignored folder .stage/ and is gathered outside the repository, in $STAGE:
+#   tools/gpu_session.sh smoke   # stage data_batch_1 + test_batch + meta, then quick CUDA checks
+#   tools/gpu_session.sh stage   # stage the next files
+#   tools/gpu_session.sh run     # stage the last files, then every full measurement
+# Logs go to $OUT (the device tool brings that folder back).
+set -u
+STAGE=${STAGE:-/root/cifar10}
+OUT=${OUT:-/tmp/gpu_session}
+DEADLINE=${DEADLINE:-540}  # seconds: later steps are skipped, so the call ends in time
+mkdir -p "$STAGE/cifar-10-batches-py" "$OUT"
+if [ -d .stage ]; then cp .stage/* "$STAGE/cifar-10-batches-py/"; fi
+ls -l "$STAGE/cifar-10-batches-py"
+mode=${1:-stage}
+[ "$mode" = stage ] && exit 0
+
+export CIFAR_COURSE_DATA=$STAGE PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg TQDM_DISABLE=1
+unset CIFAR_COURSE_SMOKE
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log
+  local name=$1 limit=$2 left=$((DEADLINE - SECONDS))
+  shift 2
+  if [ "$left" -lt 20 ]; then echo "=== $name: skipped, ${left}s left"; return; fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "=== $name (started at ${SECONDS}s, limit ${limit}s)"
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  echo "=== $name: exit $? at ${SECONDS}s"
+  grep -v '^\s*$' "$OUT/$name.log" | tail -n "${TAIL:-25}"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu \
+  --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', \
+torchvision.__version__, torch.cuda.get_device_name(), 'CPUs', __import__('os').cpu_count())" \
+  | tee -a "$OUT/gpu.txt"
+
+if [ "$mode" = smoke ]; then
+  export CIFAR_COURSE_SMOKE=1
+  step smoke_tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_fast.py
+  step smoke_benchmark 60 python3 -m cifar_course benchmark --device cuda --epochs 1
+  step smoke_modern 60 python3 -m cifar_course train --recipe modern --device cuda --epochs 2 \
+    --out /tmp/smoke_ck --logdir /tmp/smoke_tb
+  exit 0
+fi
+
+step data 60 python3 -m cifar_course data
+TAIL=14 step benchmark 300 python3 -m cifar_course benchmark --device cuda --epochs 10
+step modern 150 python3 -m cifar_course train --recipe modern --device cuda \
+  --out /tmp/modern_ck --logdir /tmp/modern_tb
+TAIL=40 step notebooks 400 python3 tools/run_notebook_code.py notebooks/0*.ipynb
