@@ -1,0 +1,67 @@
+"""The notebook runner used on machines without Jupyter (tools/run_notebook_code.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = ROOT / "tools" / "run_notebook_code.py"
+
+
+def write_notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"cell_type": "code", "metadata": {"tags": tags}, "source": source}
+                    for source, tags in cells
+                ]
+                + [{"cell_type": "markdown", "metadata": {}, "source": "print('not code')"}],
+                "metadata": {},
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        )
+    )
+    return path
+
+
+def run(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(RUNNER), *map(str, paths)], capture_output=True, text=True
+    )
+
+
+def test_runs_cells_in_order_in_the_notebook_folder_and_shows_errors_meant_to_happen(tmp_path):
+    notebook = write_notebook(
+        tmp_path / "a.ipynb",
+        [
+            ("import os\nx = 2\nprint('cwd', os.getcwd())", []),
+            ("raise ValueError('on purpose')", ["raises-exception"]),
+            ("print('x is', x * 3)", []),
+        ],
+    )
+    result = run(notebook)
+    assert result.returncode == 0, result.stderr
+    assert f"cwd {tmp_path}" in result.stdout
+    assert "ValueError (shown on purpose): on purpose" in result.stdout
+    assert "x is 6" in result.stdout
+    assert "not code" not in result.stdout
+    assert "a.ipynb" in result.stdout.splitlines()[-1]
+
+
+def test_an_unexpected_error_fails_the_run_and_the_next_notebook_still_runs(tmp_path):
+    bad = write_notebook(tmp_path / "bad.ipynb", [("1 / 0", [])])
+    good = write_notebook(tmp_path / "good.ipynb", [("print('fine')", [])])
+    result = run(bad, good)
+    assert result.returncode == 1
+    assert "ZeroDivisionError" in result.stderr
+    assert "fine" in result.stdout
+
+
+def test_ipython_magics_are_refused_with_the_line(tmp_path):
+    notebook = write_notebook(tmp_path / "m.ipynb", [("%load_ext tensorboard", [])])
+    result = run(notebook)
+    assert result.returncode != 0
+    assert "%load_ext tensorboard" in result.stderr
