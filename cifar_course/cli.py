@@ -28,6 +28,11 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.fast and args.recipe == "modern":
+        raise CourseError(
+            "--fast selects the fast loop for the lecture recipe; the modern recipe always trains "
+            "with its data in memory and channels_last. Leave out --fast."
+        )
     defaults = RECIPE_DEFAULTS[args.recipe]
     config = TrainConfig(
         epochs=defaults["epochs"] if args.epochs is None else args.epochs,

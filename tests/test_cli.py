@@ -166,3 +166,13 @@ def test_each_recipe_has_its_own_defaults(monkeypatch):
     assert (modern_default.epochs, modern_default.batch_size, modern_default.lr) == (12, 512, 0.2)
     assert modern_default.logdir == "runs/modern_net" and modern_default.recipe == "modern"
     assert (modern_chosen.epochs, modern_chosen.batch_size, modern_chosen.lr) == (3, 512, 0.1)
+
+
+def test_fast_with_the_modern_recipe_is_refused_before_anything_runs(monkeypatch, capsys, tmp_path):
+    from cifar_course import modern
+
+    monkeypatch.setattr(modern, "fit_modern", lambda config: pytest.fail("must not train"))
+    out = tmp_path / "ck"
+    assert main(["train", "--recipe", "modern", "--fast", "--out", str(out)]) == 1
+    assert "Leave out --fast" in capsys.readouterr().err
+    assert not out.exists()
