@@ -3,9 +3,12 @@
 #
 # CIFAR-10 (178 MB) cannot travel in one call (at most 64 MiB each), so it travels in parts in
 # the ignored folder .stage/ and is gathered outside the repository, in $STAGE:
-#   tools/gpu_session.sh smoke   # stage data_batch_1 + test_batch + meta, then quick CUDA checks
-#   tools/gpu_session.sh stage   # stage the next files
+#   tools/gpu_session.sh smoke   # stage data_batch_1 + test_batch + batches.meta + MD5SUMS,
+#                                # then quick CUDA checks (smoke mode needs only those)
+#   tools/gpu_session.sh stage   # stage the next files (two batches fit in one call)
 #   tools/gpu_session.sh run     # stage the last files, then every full measurement
+# MD5SUMS (the shared copy's own sums, beside cifar-10-batches-py/) must travel too: without it
+# the md5 check refuses the re-packed files. The machine forgets everything 30 s after a call.
 # Logs go to $OUT (the device tool brings that folder back).
 set -u
 STAGE=${STAGE:-/root/cifar10}
@@ -13,6 +16,9 @@ OUT=${OUT:-/tmp/gpu_session}
 DEADLINE=${DEADLINE:-540}  # seconds: later steps are skipped, so the call ends in time
 mkdir -p "$STAGE/cifar-10-batches-py" "$OUT"
 if [ -d .stage ]; then cp .stage/* "$STAGE/cifar-10-batches-py/"; fi
+if [ -f "$STAGE/cifar-10-batches-py/MD5SUMS" ]; then
+  mv "$STAGE/cifar-10-batches-py/MD5SUMS" "$STAGE/"
+fi
 ls -l "$STAGE/cifar-10-batches-py"
 mode=${1:-stage}
 [ "$mode" = stage ] && exit 0
