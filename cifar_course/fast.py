@@ -136,16 +136,19 @@ class FastTrainer:
             )
         return possible if self.want_graphs is None else bool(self.want_graphs)
 
-    def _step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            loss = self.loss_fn(self.model(images), targets)
+            return self.loss_fn(self.model(images), targets)
+
+    def _step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = self._loss(images, targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss.detach().float()
 
-    def _capture(self, data: TensorData, batch_size: int) -> None:
+    def _capture(self, data: TensorData, batch_size: int, key: tuple[object, ...]) -> None:
         """Record one full training step on ``data`` as a CUDA graph.
 
         This follows PyTorch's "whole network capture" recipe: a few warm-up steps on a side
@@ -168,9 +171,7 @@ class FastTrainer:
             graph = torch.cuda.CUDAGraph()
             self.optimizer.zero_grad(set_to_none=True)
             with torch.cuda.graph(graph):
-                images, targets = data.batch(self._graph_idx, self.channels_last)
-                with self._autocast():
-                    loss = self.loss_fn(self.model(images), targets)
+                loss = self._loss(*data.batch(self._graph_idx, self.channels_last))
                 loss.backward()
                 self.optimizer.step()
                 self._graph_loss_sum.add_(loss.detach().float(), alpha=batch_size)
@@ -179,8 +180,7 @@ class FastTrainer:
             with torch.no_grad():
                 for tensor, value in zip(self.model.state_dict().values(), saved, strict=True):
                     tensor.copy_(value)
-        self._graph = graph
-        self._graph_key = (data.images.data_ptr(), batch_size, self.dtype, self.channels_last)
+        self._graph, self._graph_key = graph, key
 
     def train_epoch(
         self,
@@ -210,7 +210,7 @@ class FastTrainer:
     ) -> torch.Tensor:
         key = (data.images.data_ptr(), batch_size, self.dtype, self.channels_last)
         if self._graph is None or self._graph_key != key:
-            self._capture(data, batch_size)
+            self._capture(data, batch_size, key)
         assert self._graph is not None
         self._graph_loss_sum.zero_()
         tail = torch.zeros((), device=self.device)

@@ -128,7 +128,7 @@ def cuda_twins(graphs_a, graphs_b, momentum=0.0):
 def test_cuda_graph_capture_leaves_the_weights_as_they_were(data_root):
     (trainer, _), train = cuda_twins(True, False)
     before = copy.deepcopy(trainer.model.state_dict())
-    trainer._capture(train, 64)
+    trainer._capture(train, 64, key=())
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(value, before[name]), name
 
