@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,16 @@ def predict(
     probs = class_probabilities(model, image_to_tensor(image))[0]
     top = probs.topk(min(k, len(CLASSES)))
     return [(CLASSES[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+
+
+def example_photos() -> dict[str, Path]:
+    """Lesson 05's openly licensed photographs, shipped inside the package: ``{class name: path}``.
+
+    They are package data (credits in ``cifar_course/images/SOURCES.md``), so a notebook finds them
+    wherever the package is installed, on Colab too, without a copy of the repository.
+    """
+    folder = resources.files("cifar_course") / "images"
+    if not isinstance(folder, Path):  # installed inside a zip file: no real paths to give out
+        raise CourseError("cifar_course is installed as a zip file; install it as a folder.")
+    photos = sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png"))
+    return {p.stem: p for p in photos}

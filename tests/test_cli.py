@@ -9,7 +9,7 @@ from cifar_course.checkpoints import save_state_dict, save_whole_model
 from cifar_course.cli import main
 from cifar_course.models import LessonNet
 
-IMAGES = Path(__file__).resolve().parents[1] / "notebooks" / "images"
+IMAGES = Path(__file__).resolve().parents[1] / "cifar_course" / "images"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

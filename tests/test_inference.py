@@ -13,7 +13,7 @@ from cifar_course.inference import image_to_tensor, load_image, predict
 from cifar_course.models import LessonNet
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ROOT / "notebooks" / "images"
+IMAGES = ROOT / "cifar_course" / "images"
 
 
 def check_input(x: torch.Tensor) -> None:

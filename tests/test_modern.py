@@ -9,7 +9,7 @@ from cifar_course.cli import main
 from cifar_course.models import ModernNet, count_parameters
 from cifar_course.modern import augment, evaluate_tta, triangular_lr
 
-CAT = Path(__file__).resolve().parents[1] / "notebooks" / "images" / "cat.png"
+CAT = Path(__file__).resolve().parents[1] / "cifar_course" / "images" / "cat.png"
 
 
 def test_modern_net_shapes_and_size():

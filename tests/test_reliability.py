@@ -22,7 +22,7 @@ from cifar_course.cli import main
 from cifar_course.errors import CourseError
 from cifar_course.models import LessonNet
 
-IMAGES = Path(__file__).resolve().parents[1] / "notebooks" / "images"
+IMAGES = Path(__file__).resolve().parents[1] / "cifar_course" / "images"
 
 
 def cli(*args, env=None, cwd=None):
