@@ -102,6 +102,16 @@ def measure(
     return times
 
 
+def format_duration(seconds: float) -> str:
+    """A run time as lessons print it: ``"48 s"``, ``"4 min 45 s"`` or ``"1 h 2 min 3 s"``."""
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min {secs} s"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
 def describe_machine(device: torch.device | str | None = None) -> str:
     """One line naming the hardware and software, for notebook headers and benchmark output."""
     import platform

@@ -19,7 +19,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
+
+# Text progress bars: a notebook widget leaves "model not found" behind once saved and reopened.
+from tqdm import tqdm
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .data import TensorData, get_datasets
