@@ -1,11 +1,12 @@
 # Two commands do all the set-up:  `make train`  and  `make test`.
 # Both create (or reuse) the virtual environment in .venv and install the package into it.
+# `make lab` opens the lessons in JupyterLab with that environment's programs on PATH.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test lint clean
+.PHONY: train test lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg
+
+## JupyterLab on the lessons. The venv's bin/ goes first on PATH, so that notebooks and JupyterLab's
+## terminals find its programs (`%tensorboard` runs `tensorboard`) without activating the venv.
+lab: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
