@@ -41,3 +41,10 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_has_no_placeholder_left_unfilled():
     # measured figures go into the README as @NAME@ while a run is pending
     assert not re.findall(r"@[A-Z_]+@", (ROOT / "README.md").read_text())
+
+
+def test_readme_is_for_learners_and_links_the_measurement_record():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme) <= 12_000, len(readme)  # measurement history goes to benchmarks/README.md
+    assert "(benchmarks/README.md" in readme and (ROOT / "benchmarks" / "README.md").is_file()
+    assert "make lab" in readme
