@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,15 @@ import torch
 from torch import nn
 
 from .errors import CourseError
-from .models import ARCHITECTURES, arch_name, build_model
+from .lecture import (
+    ACCEPTED_LAYOUTS,
+    LectureModule,
+    foreign_globals,
+    load_lecture_model,
+    match_lesson_layout,
+    to_lesson_net,
+)
+from .models import ARCHITECTURES, LessonNetSequential, arch_name, build_model, copy_weights
 
 CHECKPOINT_FORMAT = "cifar-course-checkpoint"
 PICKLE_WARNING = (
@@ -27,8 +38,18 @@ PICKLE_WARNING = (
 )
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync it, then rename it over."""
+    """``torch.save`` to a temporary file beside ``path``, fsync it, then rename it over.
+
+    The file gets the permissions a plain ``torch.save`` would give it under the process's umask
+    (usually 0644), not the 0600 of a temporary file, so others on a shared machine can read it.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +64,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -86,9 +108,7 @@ def save_checkpoint(
     return atomic_save(state, path)
 
 
-def load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True`` unless ``trust_pickle``, and clear errors."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise CourseError(f"Checkpoint '{path}' does not exist. Check the path.")
     if path.is_dir():
@@ -99,28 +119,87 @@ def load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False
         raise CourseError(
             f"Checkpoint '{path}' is empty (0 bytes); its save was interrupted. Use an earlier one."
         )
+
+
+def _damaged(path: Path, exc: BaseException) -> CourseError:
+    detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+    return CourseError(
+        f"'{path}' is truncated or not a PyTorch checkpoint ({type(exc).__name__}: {detail}). "
+        "Use another checkpoint."
+    )
+
+
+def _load_trusted(path: Path, map_location: Any) -> Any:
+    """A full unpickle, with the current folder importable (where a lecture's model.py sits)."""
+    sys.path.insert(0, os.getcwd())
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trust_pickle)
-    except pickle.UnpicklingError as exc:
-        if not trust_pickle and "weights_only" in str(exc).lower().replace(" ", "_"):
-            raise CourseError(
-                f"'{path}' contains Python objects, not only tensors (for example a whole model "
-                f"saved with torch.save(model)). {PICKLE_WARNING}"
-            ) from exc
-        raise CourseError(f"'{path}' is not a PyTorch checkpoint ({exc}).") from exc
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise CourseError(
+            f"'{path}' is a whole-model pickle whose class lives in module '{exc.name}', which "
+            f"cannot be imported here. Run from the folder that holds {exc.name}.py (or add that "
+            f"folder to PYTHONPATH); or there, convert it once with `cifar-course export {path} "
+            "OUT` or save its state_dict, and use that file instead."
+        ) from exc
     except AttributeError as exc:
+        found = re.search(r"Can't get attribute '([\w.]+)' on <module '([\w.]+)'", str(exc))
+        name, module = found.groups() if found else ("?", "?")
+        where = "the script that saved it" if "__main__" in module else f"module '{module}'"
         raise CourseError(
-            f"'{path}' is a whole-model pickle whose class cannot be found ({exc}). Import or "
-            "define that class before loading, or better, save and load a state_dict."
+            f"'{path}' is a whole model of class '{name}', which {where} defined and this program "
+            f"does not have. In a script that defines '{name}', load the file and save "
+            "model.state_dict(); the course loads that file without --trust-pickle."
         ) from exc
+    except pickle.UnpicklingError as exc:
+        raise CourseError(f"'{path}' is not a PyTorch checkpoint ({exc}).") from exc
     except Exception as exc:  # a damaged file can make the unpickler raise almost anything
+        raise _damaged(path, exc) from exc
+    finally:
+        sys.path.remove(os.getcwd())
+
+
+def load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True``, the lecture's whole models, and clear errors.
+
+    A file of tensors and plain values loads as it is. A whole model of the lecture's ``Tudui``
+    loads safely through ``cifar_course.lecture``. Any other pickled object needs
+    ``trust_pickle=True``, which unpickles it in full and so can run code stored in the file.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc).lower().replace(" ", "_"):
+            raise CourseError(f"'{path}' is not a PyTorch checkpoint ({exc}).") from exc
+        refused = exc
+    except Exception as exc:  # a damaged file can make the unpickler raise almost anything
+        raise _damaged(path, exc) from exc
+    try:
+        lecture = load_lecture_model(path, map_location)
+    except pickle.UnpicklingError as exc:
+        foreign = ", ".join(foreign_globals(path))
         raise CourseError(
-            f"'{path}' is truncated or not a PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Use another checkpoint."
+            f"'{path}' names the lecture's class Tudui but also {foreign}, which no file of the "
+            "lecture contains. It was not loaded, and nothing in it ran."
         ) from exc
+    if lecture is not None:
+        return lecture
+    if trust_pickle:
+        return _load_trusted(path, map_location)
+    raise CourseError(
+        f"'{path}' contains Python objects, not only tensors (for example a whole model "
+        f"saved with torch.save(model)). {PICKLE_WARNING}"
+    ) from refused
 
 
-def _state_dict_to_model(state: dict[str, Any], path: Path, arch: str | None = None) -> nn.Module:
+Log = Callable[[str], None]
+
+
+def _state_dict_to_model(
+    state: dict[str, Any], path: Path, arch: str | None = None, log: Log = print
+) -> nn.Module:
+    layout = None if arch else match_lesson_layout(state)
     keys = set(state)
     candidates = [arch] if arch else list(ARCHITECTURES)
     for name in candidates:
@@ -137,36 +216,127 @@ def _state_dict_to_model(state: dict[str, Any], path: Path, arch: str | None = N
                 raise CourseError(
                     f"'{path}' has the layer names of {name} but wrong shapes: {detail}"
                 ) from exc
+            if layout is not None and layout != ACCEPTED_LAYOUTS[0]:  # also the lecture's
+                log(f"'{path}': recognised {layout}, loaded as the lesson net")
             return model
+    if layout is not None:  # the lesson net under other names: one of the lecture's layouts
+        log(f"'{path}': recognised {layout}, loaded as the lesson net")
+        return to_lesson_net(state)
     expected = set(build_model(candidates[0]).state_dict())
     missing = sorted(expected - keys)[:4]
     unexpected = sorted(keys - expected)[:4]
+    accepted = (
+        "" if arch else " Layouts accepted for the lesson net: " + "; ".join(ACCEPTED_LAYOUTS)
+    )
     raise CourseError(
         f"'{path}' does not fit the {candidates[0]} architecture: missing keys {missing}, "
-        f"unexpected keys {unexpected}. Was it saved from a different model?"
+        f"unexpected keys {unexpected}. Was it saved from a different model?{accepted}."
     )
 
 
-def load_model(
-    path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False
-) -> nn.Module:
-    """Load any model file the course writes: a training checkpoint, a state_dict, or a whole model.
+def check_classifier(model: nn.Module, path: Path) -> nn.Module:
+    """Refuse a whole model that does not map one 32x32 colour image to 10 class scores."""
+    name = type(model).__name__
+    parameter = next(model.parameters(), None)
+    probe = torch.zeros(1, 3, 32, 32, device=parameter.device if parameter is not None else "cpu")
+    try:
+        with torch.no_grad():
+            output = model.eval()(probe)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CourseError(
+            f"'{path}' holds a {name} that fails on one 32x32 colour image ({first}): it is not a "
+            "CIFAR-10 network the course can use."
+        ) from exc
+    shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    if shape != [1, 10]:
+        raise CourseError(
+            f"'{path}' holds a {name} whose output for one [1, 3, 32, 32] image is {shape}, not "
+            "[1, 10]: it is not a CIFAR-10 classifier."
+        )
+    return model
 
-    A whole model (method 1) needs ``trust_pickle=True``. The model comes back in eval mode.
+
+def _from_lecture(lecture: LectureModule, path: Path, log: Log) -> nn.Module:
+    """The course's lesson net with the weights of the lecture's whole ``Tudui`` model."""
+    state = lecture.state_dict()
+    if match_lesson_layout(state) is None:
+        raise CourseError(
+            f"'{path}' is the lecture's whole Tudui model, but its layers are not the lesson "
+            "net's (3 convolutions, 2 linear layers), so the course cannot use it."
+        )
+    model = to_lesson_net(state).to(next(lecture.parameters()).device)
+    probe = torch.rand(2, 3, 32, 32, device=next(lecture.parameters()).device)
+    with torch.no_grad():
+        if not torch.allclose(lecture.eval()(probe), model.eval()(probe), atol=1e-5):
+            raise CourseError(
+                f"'{path}' holds a Tudui whose layers are not in the lesson net's order, so the "
+                "course cannot tell how to run them."
+            )
+    log(f"'{path}': the lecture's whole Tudui model, loaded safely as the lesson net")
+    return model
+
+
+def load_model(
+    path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False, log: Log = print
+) -> nn.Module:
+    """Load any model file the course accepts, in eval mode, and say what it recognised.
+
+    Accepted: a course training checkpoint; a state_dict of a course network, or of the lesson
+    net in one of the lecture's layouts; the lecture's whole ``Tudui`` model (loaded safely); any
+    other whole model only with ``trust_pickle=True``. A whole model must map one 32x32 colour
+    image to 10 scores.
     """
     path = Path(path)
     obj = load(path, map_location, trust_pickle)
-    if isinstance(obj, nn.Module):
-        model = obj
+    if isinstance(obj, LectureModule):
+        model = _from_lecture(obj, path, log)
+    elif isinstance(obj, nn.Module):
+        model = check_classifier(obj, path)
     elif isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        model = _state_dict_to_model(obj["model"], path, obj.get("arch"))
+        model = _state_dict_to_model(obj["model"], path, obj.get("arch"), log)
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        model = _state_dict_to_model(obj, path)
+        model = _state_dict_to_model(obj, path, log=log)
     else:
         raise CourseError(
             f"'{path}' holds a {type(obj).__name__}, not a model, state_dict or course checkpoint."
         )
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+
+
+def export_state_dict(
+    source: str | Path,
+    out: str | Path,
+    layout: str = "course",
+    trust_pickle: bool = False,
+    force: bool = False,
+    log: Log = print,
+) -> Path:
+    """Write the weights of any file ``load_model`` accepts as a plain state_dict.
+
+    ``layout="course"`` keeps the course's key names: a safe file every command loads without
+    flags. ``layout="lecture"`` names them ``model.0.weight`` ... ``model.8.bias``, as the lecture's
+    ``Tudui`` (with ``self.model = nn.Sequential(...)``) expects in ``load_state_dict``.
+    """
+    source, out = Path(source), Path(out)
+    if layout not in ("course", "lecture"):
+        raise CourseError(f"--layout must be 'course' or 'lecture', not '{layout}'.")
+    if out.exists() and out.resolve() == source.resolve():
+        raise CourseError(f"'{out}' is the file being exported; choose another name for OUT.")
+    if out.exists() and not force:
+        raise CourseError(f"'{out}' already exists; choose another name, or pass --force.")
+    model = load_model(source, trust_pickle=trust_pickle, log=log)
+    if layout == "lecture":
+        if arch_name(model) not in ("lesson_net", "lesson_net_sequential"):
+            raise CourseError(
+                f"--layout lecture needs the lesson net, and '{source}' holds {arch_name(model)}. "
+                "Use --layout course."
+            )
+        model = copy_weights(model, LessonNetSequential())
+    atomic_save(model.state_dict(), out)
+    keys = list(model.state_dict())
+    log(f"wrote {out}: a state_dict in the {layout}'s layout ({keys[0]} ... {keys[-1]})")
+    return out
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:

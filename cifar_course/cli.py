@@ -1,4 +1,4 @@
-"""The ``cifar-course`` command line: data, train, evaluate, predict."""
+"""The ``cifar-course`` command line: data, train, benchmark, evaluate, export, predict."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from typing import Any
 
 from .errors import CourseError
 from .training import TrainConfig
+
+
+def say(message: str) -> None:
+    """Notes about what was loaded go to stderr, so that stdout keeps only the results."""
+    print(message, file=sys.stderr)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -43,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         out=args.out,
         logdir=args.logdir or defaults["logdir"],
         resume=args.resume,
+        init_from=args.init_from,
+        trust_pickle=args.trust_pickle,
         fast=args.fast,
         recipe=args.recipe,
     )
@@ -74,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .training import per_class_accuracy, predict_all
 
     device = pick_device(args.device)
-    model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
+    model = load_model(args.checkpoint, device, args.trust_pickle, log=say)
     test_set = CIFAR10(train=False, transform=transforms.ToTensor())
     loader = DataLoader(test_set, batch_size=args.batch_size)
     _, predicted, targets = predict_all(model, loader, device)
@@ -94,11 +101,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoints import export_state_dict
+
+    export_state_dict(args.checkpoint, args.out, args.layout, args.trust_pickle, args.force)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoints import load_model
     from .inference import predict
 
-    model = load_model(args.checkpoint, trust_pickle=args.trust_pickle)
+    model = load_model(args.checkpoint, trust_pickle=args.trust_pickle, log=say)
     failures = 0
     for path in args.images:
         try:
@@ -172,10 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from a checkpoint written by an earlier run",
     )
     p.add_argument(
+        "--init-from",
+        metavar="FILE",
+        help="start a new run (epoch 1, new optimizer) from the weights in FILE: any checkpoint, "
+        "state_dict or lecture file that evaluate accepts",
+    )
+    p.add_argument(
         "--fast",
         action="store_true",
         help="lecture recipe, faster loop: data in memory, channels_last, mixed precision",
     )
+    add_trust_flag(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("benchmark", help="time the lecture's loop against the fast loop")
@@ -204,6 +225,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_trust_flag(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "export",
+        help="write the weights of any accepted file as a plain state_dict",
+        description="Write the weights of any file the course loads (a checkpoint, a state_dict, "
+        "the lecture's tudui_N.pth) as a plain state_dict. --layout lecture names them "
+        "model.0.weight ... model.8.bias, so that the lecture's Tudui().load_state_dict("
+        "torch.load(OUT)) accepts the file.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument(
+        "--layout",
+        choices=["course", "lecture"],
+        default="course",
+        help="key names: the course's (%(default)s) or the lecture's model.N",
+    )
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    add_trust_flag(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="classify image files with a checkpoint")
     p.add_argument("--checkpoint", required=True, metavar="PATH")

@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from .data import TensorData
 from .device import keep_freed_memory, pick_device, synchronize
 from .models import ModernNet
-from .training import TrainConfig, resume, save_epoch
+from .training import TrainConfig, init_from, resume, save_epoch
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -104,6 +104,8 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
     start = 0
     if config.resume:
         start, history = resume(config, model, optimizer, device, log)
+    if config.init_from:
+        init_from(config, model, log)
     train, test = TensorData(True, device), TensorData(False, device)
     steps_per_epoch = -(-len(train) // config.batch_size)
     total = steps_per_epoch * config.epochs

@@ -23,12 +23,12 @@ from torch.utils.tensorboard import SummaryWriter
 # Text progress bars: a notebook widget leaves "model not found" behind once saved and reopened.
 from tqdm import tqdm
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import load_checkpoint, load_model, save_checkpoint
 from .data import TensorData, get_datasets
 from .device import pick_device
 from .errors import CourseError
 from .fast import FastTrainer
-from .models import arch_name, build_model
+from .models import arch_name, build_model, copy_weights
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -121,6 +121,8 @@ class TrainConfig:
     out: str = "checkpoints"
     logdir: str = "runs/lesson_net"
     resume: str | None = None
+    init_from: str | None = None
+    trust_pickle: bool = False
     log_every: int = 100
     fast: bool = False
     recipe: str = "lecture"
@@ -133,6 +135,10 @@ class TrainConfig:
             raise CourseError(f"--batch-size must be at least 1, got {self.batch_size}.")
         if not self.lr > 0:
             raise CourseError(f"--lr must be positive, got {self.lr}.")
+        if self.resume and self.init_from:
+            raise CourseError(
+                "--resume continues a run and --init-from starts a new one; give only one of them."
+            )
         for flag, folder in (("--out", self.out), ("--logdir", self.logdir)):
             _check_writable(Path(folder), flag)
 
@@ -175,6 +181,22 @@ def resume(
     return done, history
 
 
+def init_from(config: TrainConfig, model: nn.Module, log: Callable[[str], None] = print) -> None:
+    """Copy the weights of ``config.init_from`` (any file ``load_model`` accepts) into ``model``.
+
+    The run itself starts fresh: epoch 1, a new optimizer state, an empty history.
+    """
+    source = load_model(config.init_from, trust_pickle=config.trust_pickle, log=log)
+    try:
+        copy_weights(source, model)
+    except ValueError as exc:
+        raise CourseError(
+            f"--init-from '{config.init_from}' holds {arch_name(source)}, which does not fit "
+            f"{arch_name(model)}: choose the --recipe that trained it."
+        ) from exc
+    log(f"starting from the weights in {config.init_from} (epoch 1, new optimizer state)")
+
+
 def checkpoint_path(out: str | Path, epoch: int, arch: str = "lesson_net") -> Path:
     """Where the checkpoint after ``epoch`` (1-based) is saved."""
     return Path(out) / f"{arch}_epoch{epoch:02d}.pt"
@@ -205,6 +227,8 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
     start_epoch = 0
     if config.resume:
         start_epoch, history = resume(config, model, optimizer, device, log)
+    if config.init_from:
+        init_from(config, model, log)
     test_loader = DataLoader(test_set, batch_size=config.batch_size)
     steps_per_epoch = -(-len(train_set) // config.batch_size)
     writer = SummaryWriter(config.logdir, purge_step=start_epoch * steps_per_epoch or None)
