@@ -69,7 +69,7 @@ def conv_bn(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:
 
 
 class ModernNet(nn.Module):
-    """A small VGG-style network: three blocks of two convolutions, each block pooling once."""
+    """A small VGG-style network: seven 3x3 convolutions, two each at 32, 16 and 8 px, one at 4."""
 
     def __init__(self, widths: tuple[int, int, int] = (32, 128, 128)) -> None:
         super().__init__()
