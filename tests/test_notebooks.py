@@ -97,3 +97,109 @@ def test_no_noisy_metadata(path):
         assert "execution" not in cell.metadata
         for output in cell.get("outputs", []):
             assert WIDGET not in output.get("data", {})
+
+
+# --- what a learner meets when opening a stored notebook -------------------------------------
+
+JUPYTERLAB_KERNELSPEC = {
+    "display_name": "Python 3 (ipykernel)",
+    "language": "python",
+    "name": "python3",
+}
+ANSI = re.compile(r"\x1b\[")
+# An absolute path of the machine that ran the notebook: its home, temp or system folders, a
+# virtual environment's site-packages, or this checkout itself.
+MACHINE_PATH = re.compile(
+    r"(?<![\w.])/(?:home|root|tmp|Users|usr|opt|var|work|content|private)/[\w.-]"
+    r"|site-packages|dist-packages|[A-Za-z]:\\\\"
+)
+MAX_TRACEBACK_LINES = 12
+NBVAL_TAGS = {"nbval-check-output", "nbval-ignore-output", "nbval-skip", "raises-exception"}
+
+
+def output_texts(cell) -> list[str]:
+    """Every piece of text a learner can see in a cell's stored outputs, tracebacks included."""
+    texts = []
+    for output in cell.get("outputs", []):
+        texts.append(output.get("text", ""))
+        texts.extend(str(v) for k, v in output.get("data", {}).items() if k.startswith("text/"))
+        texts.extend(output.get("traceback", []))
+        texts.append(output.get("evalue", ""))
+    return texts
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_kernelspec_is_what_jupyterlab_writes(path):
+    # anything else and JupyterLab rewrites it on opening: the notebook opens already "modified"
+    assert read(path).metadata.kernelspec == JUPYTERLAB_KERNELSPEC
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_outputs_show_no_machine_paths_colour_codes_or_long_tracebacks(path):
+    repo = str(Path(__file__).resolve().parents[1])
+    for index, cell in enumerate(read(path).cells):
+        for text in output_texts(cell):
+            where = f"cell {index}: {text[:120]!r}"
+            assert repo not in text and not MACHINE_PATH.search(text), where
+            assert not ANSI.search(text), where
+            assert "\r" not in text, where  # progress-bar updates: run tools/clean_notebooks.py
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                lines = "\n".join(output.traceback).splitlines()
+                assert len(lines) <= MAX_TRACEBACK_LINES, f"cell {index}: {len(lines)} lines"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_test_plumbing_is_in_tags_not_in_the_code(path):
+    for cell in read(path).cells:
+        assert "NBVAL" not in cell.source, cell.source[:80]
+        for tag in cell.metadata.get("tags", []):
+            # nbval only knows its lower-case tags; any other spelling silently checks nothing
+            assert tag in NBVAL_TAGS, tag
+
+
+def ordered_list_runs(markdown: str) -> list[list[int]]:
+    """The numbers of each run of consecutive ordered-list lines at one indentation."""
+    runs: list[list[int]] = []
+    previous_indent = None
+    in_code = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        match = None if in_code else re.match(r"^(\s*)(\d+)\.\s", line)
+        if match:
+            indent = len(match.group(1))
+            if indent == previous_indent:
+                runs[-1].append(int(match.group(2)))
+            else:
+                runs.append([int(match.group(2))])
+            previous_indent = indent
+        elif line.strip() and not line.startswith(" "):
+            previous_indent = None
+    return runs
+
+
+def test_ordered_list_runs_sees_a_list_that_markdown_would_renumber():
+    assert ordered_list_runs("- steps:\n  1. ReLU, 2. BatchNorm,\n  5. a schedule, 6. TTA") == [
+        [1, 5]
+    ]
+    assert ordered_list_runs("1. a\n2. b\n\ntext\n\n1. c") == [[1, 2], [1]]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_numbered_lists_render_with_the_numbers_written(path):
+    # Markdown numbers a list from its first item on: "1. ..." then "5. ..." renders as "1." "2."
+    for cell in read(path).cells:
+        if cell.cell_type == "markdown":
+            for run in ordered_list_runs(cell.source):
+                assert run == list(range(run[0], run[0] + len(run))), (run, cell.source[:80])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_path_into_this_repository(path):
+    # the notebook runs from any folder with only the installed package, as on Colab
+    for cell in read(path).cells:
+        if cell.cell_type == "code":
+            assert not re.search(
+                r"""["'](\.\./|images/[\w-]+\.|notebooks/|tools/|tests/)""", cell.source
+            )

@@ -65,3 +65,40 @@ def test_ipython_magics_are_refused_with_the_line(tmp_path):
     result = run(notebook)
     assert result.returncode != 0
     assert "%load_ext tensorboard" in result.stderr
+
+
+def test_clean_notebooks_keeps_a_progress_bars_last_state_and_writes_jupyterlabs_kernelspec(
+    tmp_path,
+):
+    import nbformat
+
+    old = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": old, "widgets": {}})
+    cell = nbformat.v4.new_code_cell("train()")
+    stream = nbformat.v4.new_output
+    cell.outputs = [
+        stream("stream", name="stdout", text="\repoch 1:   0%|          | 0/782"),
+        stream("stream", name="stdout", text="\repoch 1:  50%|#####     | 391/782"),
+        stream("stream", name="stdout", text="\r                                  \r"),
+        stream("stream", name="stdout", text="epoch  1: test accuracy 30.09%\n"),
+        stream("stream", name="stderr", text="\r  \r"),
+        stream("display_data", data={"application/vnd.jupyter.widget-view+json": {}}),
+    ]
+    cell.metadata["execution"] = {"iopub.status.busy": "2026-11-27T15:00:00"}
+    nb.cells = [cell]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "clean_notebooks.py"), str(path)], check=True
+    )
+    cleaned = nbformat.read(path, as_version=4)
+    assert cleaned.metadata == {
+        "kernelspec": {
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+            "name": "python3",
+        }
+    }
+    (only,) = cleaned.cells[0].outputs
+    assert only.text == "epoch  1: test accuracy 30.09%\n"
+    assert "execution" not in cleaned.cells[0].metadata
