@@ -131,7 +131,8 @@ def _damaged(path: Path, exc: BaseException) -> CourseError:
 
 def _load_trusted(path: Path, map_location: Any) -> Any:
     """A full unpickle, with the current folder importable (where a lecture's model.py sits)."""
-    sys.path.insert(0, os.getcwd())
+    here = os.getcwd()
+    sys.path.insert(0, here)
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except ModuleNotFoundError as exc:
@@ -155,7 +156,7 @@ def _load_trusted(path: Path, map_location: Any) -> Any:
     except Exception as exc:  # a damaged file can make the unpickler raise almost anything
         raise _damaged(path, exc) from exc
     finally:
-        sys.path.remove(os.getcwd())
+        sys.path.remove(here)
 
 
 def load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False) -> Any:
@@ -200,6 +201,8 @@ def _state_dict_to_model(
     state: dict[str, Any], path: Path, arch: str | None = None, log: Log = print
 ) -> nn.Module:
     layout = None if arch else match_lesson_layout(state)
+    if layout is not None and layout != ACCEPTED_LAYOUTS[0]:  # one of the lecture's layouts
+        log(f"'{path}': recognised {layout}, loaded as the lesson net")
     keys = set(state)
     candidates = [arch] if arch else list(ARCHITECTURES)
     for name in candidates:
@@ -216,11 +219,8 @@ def _state_dict_to_model(
                 raise CourseError(
                     f"'{path}' has the layer names of {name} but wrong shapes: {detail}"
                 ) from exc
-            if layout is not None and layout != ACCEPTED_LAYOUTS[0]:  # also the lecture's
-                log(f"'{path}': recognised {layout}, loaded as the lesson net")
             return model
-    if layout is not None:  # the lesson net under other names: one of the lecture's layouts
-        log(f"'{path}': recognised {layout}, loaded as the lesson net")
+    if layout is not None:  # the lesson net under names no course class uses
         return to_lesson_net(state)
     expected = set(build_model(candidates[0]).state_dict())
     missing = sorted(expected - keys)[:4]

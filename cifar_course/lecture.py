@@ -87,14 +87,15 @@ def match_lesson_layout(state: dict[str, Any]) -> str | None:
     The tensors must have the lesson net's shapes in the lesson net's order, as weight-bias pairs.
     """
     keys = list(state)
-    shapes = [tuple(t.shape) for t in LessonNet().state_dict().values()]
+    reference = LessonNet().state_dict()
+    shapes = [tuple(t.shape) for t in reference.values()]
     if len(keys) != len(shapes) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         return None
     if [tuple(v.shape) for v in state.values()] != shapes:
         return None
     if [k.rpartition(".")[2] for k in keys] != ["weight", "bias"] * (len(shapes) // 2):
         return None
-    if keys == list(LessonNet().state_dict()):
+    if keys == list(reference):
         return ACCEPTED_LAYOUTS[0]
     sequential = re.fullmatch(r"(\w+)\.0\.weight", keys[0])
     if sequential and all(k.startswith(sequential.group(1) + ".") for k in keys):
