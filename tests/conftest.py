@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "cifar10"
+CACHES = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 if not os.environ.get("CIFAR_COURSE_DATA") and (SHARED / "cifar-10-batches-py").is_dir():
     os.environ["CIFAR_COURSE_DATA"] = str(SHARED)
@@ -23,3 +27,28 @@ def data_root() -> Path:
     if not env:
         pytest.fail("Set CIFAR_COURSE_DATA to a folder holding cifar-10-batches-py/ to run tests.")
     return Path(env)
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--quiet", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory, data_root) -> Path:
+    """A folder holding cifar_course installed from a wheel of this checkout, and nothing else."""
+    base = tmp_path_factory.mktemp("installed")
+    source = base / "source"  # a copy, so that no build/ of an earlier build can leak in
+    shutil.copytree(ROOT / "cifar_course", source / "cifar_course", ignore=CACHES)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    pip(
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--wheel-dir",
+        str(base / "wheel"),
+        str(source),
+    )
+    (wheel,) = (base / "wheel").glob("cifar_course-*.whl")
+    pip("install", "--no-deps", "--target", str(base / "site"), str(wheel))
+    return base / "site"

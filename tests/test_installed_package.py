@@ -11,9 +11,6 @@ proves which copy of ``cifar_course`` the kernel imported.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -23,33 +20,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 WIDGET = "application/vnd.jupyter.widget-view+json"
-CACHES = shutil.ignore_patterns("__pycache__", "*.pyc")
 WHERE = "import cifar_course\nprint('cifar_course imported from', cifar_course.__file__)"
-
-
-def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--quiet", *args], check=True)
-
-
-@pytest.fixture(scope="session")
-def installed(tmp_path_factory, data_root) -> Path:
-    """A folder holding cifar_course installed from a wheel of this checkout, and nothing else."""
-    base = tmp_path_factory.mktemp("installed")
-    source = base / "source"  # a copy, so that no build/ of an earlier build can leak in
-    shutil.copytree(ROOT / "cifar_course", source / "cifar_course", ignore=CACHES)
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    pip(
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "--wheel-dir",
-        str(base / "wheel"),
-        str(source),
-    )
-    (wheel,) = (base / "wheel").glob("cifar_course-*.whl")
-    pip("install", "--no-deps", "--target", str(base / "site"), str(wheel))
-    return base / "site"
 
 
 def test_the_wheel_carries_the_lesson_photographs(installed):

@@ -1,0 +1,208 @@
+"""Exercises for lesson 05, inference on your own image: any photo into the network's input,
+logits into a class name and a probability, and a classifier that is ready for one image."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..data import CLASSES
+from ..inference import TO_INPUT, example_photos
+from ..models import ModernNet
+from . import Exercise, NotYet, ____, run_learner, shape_text
+
+__all__ = ["____", "q1", "q2", "q3", "CLASSES", "make_model"]
+
+
+def _photos() -> list[tuple[str, Image.Image]]:
+    """The lesson's photographs in the modes a learner's files come in."""
+    photos = example_photos()
+    with Image.open(photos["cat"]) as cat, Image.open(photos["dog"]) as dog:
+        cat, dog = cat.convert("RGB"), dog.convert("RGB")
+    rgba = cat.convert("RGBA")
+    rgba.putalpha(200)
+    return [
+        ("an RGB photo (JPEG)", dog),
+        ("an RGBA photo (a PNG with transparency)", rgba),
+        ("a grayscale photo (mode L)", dog.convert("L")),
+        ("a palette image (mode P, a GIF)", cat.convert("P")),
+    ]
+
+
+def _check_preprocess(preprocess: Any) -> str:
+    for what, image in _photos():
+        got = run_learner("preprocess", preprocess, image.copy())
+        if not isinstance(got, torch.Tensor):
+            raise NotYet(f"for {what} preprocess returned {type(got).__name__}; return a tensor.")
+        expected = TO_INPUT(image.convert("RGB")).unsqueeze(0)
+        if got.shape != expected.shape:
+            advice = ""
+            if got.dim() == 3:
+                advice = " Add the batch dimension with .unsqueeze(0)."
+            elif got.dim() == 4 and got.shape[1] != 3:
+                advice = " Convert the image to RGB first: image.convert('RGB')."
+            elif got.dim() == 4 and got.shape[2:] != (32, 32):
+                advice = (
+                    " Resize((32, 32)) squashes to 32x32; Resize(32) only sets the shorter side."
+                )
+            raise NotYet(
+                f"for {what} your tensor has shape {shape_text(got.shape)}; expected "
+                f"{shape_text(expected.shape)}.{advice}"
+            )
+        if not got.is_floating_point():
+            raise NotYet(
+                f"your tensor holds {got.dtype}; the network takes floats: use ToTensor()."
+            )
+        if got.max() > 1.5:
+            raise NotYet(
+                f"your values go up to {got.max().item():.0f}; the network was trained on "
+                "ToTensor's 0..1, not 0..255."
+            )
+        if not torch.allclose(got.float(), expected, atol=0.02):
+            difference = (got.float() - expected).abs().max().item()
+            raise NotYet(
+                f"for {what} your values differ from the lesson's preprocessing by up to "
+                f"{difference:.2f}: Resize((32, 32)) then ToTensor(), nothing else."
+            )
+    return "RGB, RGBA, grayscale and palette images all become a [1, 3, 32, 32] batch in 0..1."
+
+
+def _check_top_class(top_class: Any) -> str:
+    generator = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        logits = torch.randn(1, 10, generator=generator) * 2
+        probabilities = logits.softmax(dim=1)[0]
+        index = int(probabilities.argmax())
+        got = run_learner("top_class", top_class, logits, list(CLASSES))
+        if not isinstance(got, tuple | list) or len(got) != 2:
+            raise NotYet(f"top_class returned {got!r:.80}; return (class name, probability).")
+        name, probability = got
+        if name != CLASSES[index]:
+            hint = (
+                " (index 0 every time: argmax over dim 0 of a [1, 10] tensor)"
+                if name == CLASSES[0]
+                else ""
+            )
+            raise NotYet(
+                f"you chose {name!r}{hint}; the largest logit is {CLASSES[index]!r}, index {index}."
+            )
+        try:
+            value = float(probability)
+        except (TypeError, ValueError):
+            raise NotYet(
+                f"the probability came back as {probability!r:.60}; return a number."
+            ) from None
+        if abs(value - float(logits[0, index])) < 1e-5:
+            raise NotYet(
+                f"you give {value:.3f} for {name!r}: that is its logit. softmax turns logits into "
+                f"probabilities: {probabilities[index]:.3f}."
+            )
+        if abs(value - 1.0) < 1e-6:
+            raise NotYet(
+                f"you give {name!r} a probability of 1.0: the softmax ran over dim 0, which holds "
+                "one image. Take it over the classes, dim=1."
+            )
+        if abs(value - float(probabilities[index])) > 1e-5:
+            raise NotYet(
+                f"you give {name!r} a probability of {value:.4f}; softmax gives "
+                f"{probabilities[index]:.4f}."
+            )
+    return "the right class name with its softmax probability, on three sets of logits."
+
+
+def make_model() -> nn.Module:
+    """A small trained-looking network with BatchNorm, left in training mode."""
+    torch.manual_seed(0)
+    model = ModernNet(widths=(8, 16, 16))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+    return model.train()
+
+
+def _check_classify(classify: Any, preprocess: Any) -> str:
+    photo = example_photos()["ship"]
+    with Image.open(photo) as image:
+        image = image.convert("RGBA")
+    model = make_model()
+    seen: list[tuple[bool, bool]] = []
+    model.register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
+    got = run_learner("classify", classify, model, image, preprocess)
+    if not seen:
+        raise NotYet("classify never ran the model.")
+    if any(training for training, _ in seen):
+        raise NotYet(
+            "the model ran in training mode, so BatchNorm normalised the one image with its own "
+            "statistics: call model.eval() first."
+        )
+    if any(grad for _, grad in seen):
+        raise NotYet("autograd recorded the forward pass: wrap it in `with torch.no_grad():`.")
+    reference = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        probabilities = reference(TO_INPUT(image.convert("RGB")).unsqueeze(0)).softmax(1)[0]
+    index = int(probabilities.argmax())
+    if not isinstance(got, tuple | list) or len(got) != 2:
+        raise NotYet(f"classify returned {got!r:.80}; return (class name, probability).")
+    name, probability = got
+    if name != CLASSES[index] or abs(float(probability) - float(probabilities[index])) > 1e-4:
+        raise NotYet(
+            f"you return ({name!r}, {float(probability):.4f}); this network in eval mode gives "
+            f"({CLASSES[index]!r}, {probabilities[index]:.4f}). Is preprocess right (q1)?"
+        )
+    return (
+        "eval mode, no gradients, your preprocess and your top_class: one image in, one answer out."
+    )
+
+
+q1 = Exercise(
+    "q1: any image into the network's input",
+    _check_preprocess,
+    hint="""
+        image.convert("RGB") first, whatever the mode; then transforms.Resize((32, 32)) and
+        transforms.ToTensor(); then .unsqueeze(0) for a batch of one.
+    """,
+    solution="""
+        to_input = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
+
+
+        def preprocess(image):
+            return to_input(image.convert("RGB")).unsqueeze(0)
+    """,
+)
+
+q2 = Exercise(
+    "q2: from logits to a class name",
+    _check_top_class,
+    hint="""
+        logits has shape [1, 10]: one image, ten classes. softmax over dim=1 gives the
+        probabilities; argmax over dim=1 the index; class_names[index] the name.
+    """,
+    solution="""
+        def top_class(logits, class_names):
+            probabilities = logits.softmax(dim=1)[0]
+            index = int(probabilities.argmax())
+            return class_names[index], probabilities[index].item()
+    """,
+)
+
+q3 = Exercise(
+    "q3: classify one image",
+    lambda classify, preprocess=None: _check_classify(classify, preprocess),
+    hint="""
+        model.eval(), then, inside `with torch.no_grad():`, model(preprocess(image)); hand the
+        logits to your top_class with CLASSES.
+    """,
+    solution="""
+        def classify(model, image, preprocess):
+            model.eval()
+            with torch.no_grad():
+                logits = model(preprocess(image))
+            return top_class(logits, CLASSES)
+    """,
+)

@@ -1,0 +1,171 @@
+"""Exercises for lesson 06, faster and better: a convolution block with BatchNorm and ReLU, the
+triangular learning-rate schedule, and label smoothing's targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..modern import triangular_lr as _triangular_lr
+from . import Exercise, NotYet, ____, run_learner, shape_text
+
+__all__ = ["____", "q1", "q2", "q3"]
+
+
+def _check_conv_block(conv_block: Any) -> str:
+    for c_in, c_out in ((3, 16), (16, 32)):
+        block = run_learner("conv_block", conv_block, c_in, c_out)
+        if not isinstance(block, nn.Module):
+            raise NotYet(f"conv_block returned {type(block).__name__}; return an nn.Sequential.")
+        layers = list(block) if isinstance(block, nn.Sequential) else [block]
+        kinds = [type(layer).__name__ for layer in layers]
+        if kinds != ["Conv2d", "BatchNorm2d", "ReLU"]:
+            raise NotYet(
+                f"your block is {' -> '.join(kinds) or 'empty'}; lesson 06's step 2 uses Conv2d -> "
+                "BatchNorm2d -> ReLU: normalise what the convolution made, then apply the ReLU."
+            )
+        conv, norm, _ = layers
+        if (conv.in_channels, conv.out_channels) != (c_in, c_out):
+            raise NotYet(
+                f"conv_block({c_in}, {c_out}) made Conv2d({conv.in_channels}, "
+                f"{conv.out_channels}, ...)."
+            )
+        if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1):
+            raise NotYet(
+                f"the convolution has kernel {conv.kernel_size[0]}, padding {conv.padding[0]} and "
+                f"stride {conv.stride[0]}; use kernel_size=3, padding=1, so the size stays the "
+                "same."
+            )
+        if norm.num_features != c_out:
+            raise NotYet(
+                f"BatchNorm2d({norm.num_features}) follows a convolution with {c_out} output "
+                "channels."
+            )
+        if conv.bias is not None:
+            raise NotYet(
+                "the convolution has a bias, which BatchNorm's subtraction of the mean cancels at "
+                "once: pass bias=False."
+            )
+        x = torch.randn(4, c_in, 8, 8)
+        out = run_learner("your block", block.train(), x)
+        if out.shape != (4, c_out, 8, 8):
+            raise NotYet(
+                f"for [4, {c_in}, 8, 8] your block outputs {shape_text(out.shape)}; expected "
+                f"[4, {c_out}, 8, 8]."
+            )
+        if out.min() < 0:
+            raise NotYet("your block outputs negative numbers; a ReLU at the end would not.")
+    return (
+        "Conv2d(bias=False) -> BatchNorm2d -> ReLU, and the shapes are kept: [4, 16, 8, 8] -> "
+        "[4, 32, 8, 8]."
+    )
+
+
+def _check_triangular_lr(triangular_lr: Any) -> str:
+    cases = [(100, 0.4, 0.2), (1176, 0.2, 0.25), (10, 1.0, 0.5)]
+    for total, peak, warmup in cases:
+        for step in sorted(
+            {0, 1, int(total * warmup) // 2, int(total * warmup), total // 2, total - 1, total}
+        ):
+            expected = _triangular_lr(step, total, peak, warmup)
+            got = run_learner("triangular_lr", triangular_lr, step, total, peak, warmup=warmup)
+            try:
+                value = float(got)
+            except (TypeError, ValueError):
+                raise NotYet(
+                    f"triangular_lr returned {got!r}; return the learning rate, a number."
+                ) from None
+            if abs(value - expected) > 1e-9 + 1e-6 * peak:
+                where = f"at step {step} of {total} (peak {peak}, warm-up {warmup:.0%})"
+                raise NotYet(f"{where} you return {value:.6g}; the schedule gives {expected:.6g}.")
+    return "the rate climbs from 0 to the peak over the warm-up, then falls to 0 at the last step."
+
+
+def _check_smooth_targets(smooth_targets: Any) -> str:
+    labels = torch.tensor([3, 0, 9])
+    for smoothing in (0.2, 0.1):
+        got = run_learner("smooth_targets", smooth_targets, labels, 10, smoothing)
+        if not isinstance(got, torch.Tensor):
+            raise NotYet(f"smooth_targets returned {type(got).__name__}; return a tensor.")
+        if got.shape != (3, 10):
+            raise NotYet(
+                f"for 3 labels and 10 classes your targets have shape {shape_text(got.shape)}; "
+                "expected [3, 10]."
+            )
+        true = got[0, 3].item()
+        other = got[0, 0].item()
+        expected_true, expected_other = 1 - smoothing + smoothing / 10, smoothing / 10
+        if abs(true - expected_true) > 1e-6 or abs(other - expected_other) > 1e-6:
+            convention = ""
+            if abs(true - (1 - smoothing)) < 1e-6:
+                convention = (
+                    f" PyTorch spreads {smoothing} over all 10 classes, the true one included, so "
+                    f"the true class gets 1 - {smoothing} + {smoothing}/10."
+                )
+            raise NotYet(
+                f"with smoothing {smoothing} your true class gets {true:.4g} and the others "
+                f"{other:.4g}; label_smoothing={smoothing} uses {expected_true:.4g} and "
+                f"{expected_other:.4g}.{convention}"
+            )
+        logits = torch.randn(3, 10)
+        theirs = -(got.float() * logits.log_softmax(1)).sum(1).mean()
+        pytorch = nn.CrossEntropyLoss(label_smoothing=smoothing)(logits, labels)
+        if not torch.allclose(theirs, pytorch, atol=1e-5):
+            raise NotYet(
+                "your targets are right for the first image but not for all: check every row."
+            )
+    return (
+        "cross-entropy against your targets equals nn.CrossEntropyLoss(label_smoothing=...), for "
+        "0.2 and 0.1."
+    )
+
+
+q1 = Exercise(
+    "q1: BatchNorm and ReLU in the right places",
+    _check_conv_block,
+    hint="""
+        nn.Sequential(convolution, normalisation, activation). BatchNorm subtracts each channel's
+        mean, so a bias in the convolution before it would be cancelled: bias=False.
+    """,
+    solution="""
+        def conv_block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            )
+    """,
+)
+
+q2 = Exercise(
+    "q2: the triangular learning-rate schedule",
+    _check_triangular_lr,
+    hint="""
+        The warm-up lasts rise = int(total * warmup) steps (at least 1). Before it ends, the rate
+        is peak * step / rise; after, peak * (total - step) / (total - rise), never below 0.
+    """,
+    solution="""
+        def triangular_lr(step, total, peak, warmup=0.2):
+            rise = max(1, int(total * warmup))
+            if step < rise:
+                return peak * step / rise
+            return peak * max(0.0, (total - step) / max(1, total - rise))
+    """,
+)
+
+q3 = Exercise(
+    "q3: label smoothing's targets",
+    _check_smooth_targets,
+    hint="""
+        Start from torch.full((len(labels), num_classes), smoothing / num_classes); then add
+        1 - smoothing at each image's true class.
+    """,
+    solution="""
+        def smooth_targets(labels, num_classes, smoothing):
+            targets = torch.full((len(labels), num_classes), smoothing / num_classes)
+            targets[torch.arange(len(labels)), labels] += 1 - smoothing
+            return targets
+    """,
+)

@@ -1,0 +1,784 @@
+"""The exercises: every check says ``Not yet`` to the blanks and ``Correct`` to the solutions, in
+the notebooks as a learner runs them, and names the mistake each exercise is about."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from cifar_course.exercises import Exercise, Feedback
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+FOLDER = ROOT / "notebooks" / "exercises"
+EXERCISES = sorted(FOLDER.glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = sorted((FOLDER / "solutions").glob("[0-9][0-9]_*.ipynb"))
+CHECK = re.compile(r"^(q\d)\.check\((.*)\)$")
+WHERE = "import cifar_course\nprint('cifar_course imported from', cifar_course.__file__)"
+
+
+def module_for(path: Path) -> ModuleType:
+    return importlib.import_module(f"cifar_course.exercises.lesson{path.name[:2]}")
+
+
+def exercises_in(module: ModuleType) -> dict[str, Exercise]:
+    return {
+        n: q
+        for n in ("q1", "q2", "q3", "q4", "q5")
+        if isinstance(q := getattr(module, n, None), Exercise)
+    }
+
+
+def check_cells(nb) -> list[int]:
+    return [
+        i for i, c in enumerate(nb.cells) if c.cell_type == "code" and CHECK.match(c.source.strip())
+    ]
+
+
+def test_every_lesson_has_exercises_and_solutions_with_three_to_five_exercises():
+    names = [p.name for p in LESSONS]
+    assert [p.name for p in EXERCISES] == names
+    assert [p.name for p in SOLUTIONS] == names
+    for path in EXERCISES:
+        nb = nbformat.read(path, as_version=4)
+        numbers = [CHECK.match(nb.cells[i].source.strip())[1] for i in check_cells(nb)]
+        assert numbers == list(exercises_in(module_for(path))), path.name
+        assert 3 <= len(numbers) <= 5, path.name
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_each_lesson_links_its_exercises_in_its_last_cell(path):
+    last = nbformat.read(path, as_version=4).cells[-1]
+    assert last.cell_type == "markdown"
+    assert f"(exercises/{path.name})" in last.source
+
+
+def test_the_readme_table_links_each_lessons_exercises():
+    readme = (ROOT / "README.md").read_text()
+    for path in LESSONS:
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {path.name[:2]} | "))
+        assert f"(notebooks/exercises/{path.name})" in row
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_solution_notebook_is_the_exercise_notebook_with_the_answers_filled_in(path):
+    exercise = nbformat.read(path, as_version=4)
+    solution = nbformat.read(FOLDER / "solutions" / path.name, as_version=4)
+    module = module_for(path)
+    checks = check_cells(exercise)
+    assert [exercise.cells[i].source for i in checks] == [
+        c.source for c in solution.cells if CHECK.match(c.source.strip())
+    ]
+    solved = check_cells(solution)
+    for i, j in zip(checks, solved, strict=True):
+        number = CHECK.match(exercise.cells[i].source.strip())[1]
+        assert exercise.cells[i - 2].source == solution.cells[j - 2].source  # the task itself
+        assert exercise.cells[i - 1].source != solution.cells[j - 1].source
+        assert solution.cells[j - 1].source == exercises_in(module)[number].solution_code
+        assert "____" not in solution.cells[j - 1].source
+        assert exercise.cells[i + 1].source == f"# {number}.hint()\n# {number}.solution()"
+
+
+def executed(path: Path, installed: Path, folder: Path) -> nbformat.NotebookNode:
+    """``path`` run by a real kernel, alone in ``folder``, with only the installed wheel."""
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(WHERE))
+    env = dict(os.environ, PYTHONPATH=str(installed))
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    client.execute(env=env)
+    assert nb.cells[-1].outputs[0].text.startswith(f"cifar_course imported from {installed}")
+    return nb
+
+
+def printed(cell) -> str:
+    assert [o.output_type for o in cell.outputs] == ["stream"], cell.source
+    return cell.outputs[0].text
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_with_the_blanks_in_place_every_check_says_not_yet(path, installed, tmp_path):
+    nb = executed(path, installed, tmp_path)
+    checks = check_cells(nb)
+    for i in checks:
+        text = printed(nb.cells[i])
+        assert text.startswith("Not yet: ") and text.count("\n") == 1, text
+    assert len(checks) == len(exercises_in(module_for(path)))
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_in_the_solutions_every_check_says_correct(path, installed, tmp_path):
+    nb = executed(path, installed, tmp_path)
+    for i in check_cells(nb):
+        text = printed(nb.cells[i])
+        assert text.startswith("Correct: ") and text.count("\n") == 1, text
+
+
+def test_the_stored_solution_outputs_say_correct():
+    for path in SOLUTIONS:
+        nb = nbformat.read(path, as_version=4)
+        for i in check_cells(nb):
+            assert printed(nb.cells[i]).startswith("Correct: "), path.name
+    for path in EXERCISES:  # the learner's copy starts clean
+        nb = nbformat.read(path, as_version=4)
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
+
+
+# ---- unit tests of each check, in-process -----------------------------------------------------
+
+
+def namespace(path: Path, answers: bool) -> dict:
+    """The notebook's imports, plus every reference answer when ``answers``."""
+    nb = nbformat.read(path, as_version=4)
+    scope: dict = {}
+    exec(nb.cells[2].source, scope)  # the imports cell
+    if answers:
+        for exercise in exercises_in(module_for(path)).values():
+            exec(exercise.solution_code, scope)
+    return scope
+
+
+def run_checks(path: Path, scope: dict) -> dict[str, Feedback]:
+    nb = nbformat.read(path, as_version=4)
+    results = {}
+    for i in check_cells(nb):
+        number, args = CHECK.match(nb.cells[i].source.strip()).groups()
+        results[number] = eval(f"{number}.evaluate({args})", scope)
+    return results
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_every_reference_solution_is_correct(path):
+    results = run_checks(path, namespace(path, answers=True))
+    assert all(f.correct for f in results.values()), results
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
+def test_odd_answers_get_not_yet_and_never_a_traceback(path):
+    def raises(*args, **kwargs):
+        raise ValueError("my own bug")
+
+    for exercise in exercises_in(module_for(path)).values():
+        for answer in (None, 42, "text", [], lambda *a, **k: None, raises):
+            feedback = exercise.evaluate(answer)
+            assert not feedback.correct and str(feedback).startswith("Not yet: "), (
+                exercise.name,
+                answer,
+            )
+            assert "\n" not in str(feedback)
+        assert (
+            "my own bug" in exercise.evaluate(raises).message
+            or "should" in exercise.evaluate(raises).message
+        )
+
+
+def test_hint_and_solution_print_without_running_anything(capsys):
+    for path in EXERCISES:
+        for exercise in exercises_in(module_for(path)).values():
+            exercise.hint()
+            exercise.solution()
+            out = capsys.readouterr().out
+            assert out.startswith(f"Hint ({exercise.name}): ")
+            assert exercise.solution_code in out
+
+
+# The common mistakes: (lesson, exercise, wrong answer, what the feedback must say).
+MISTAKES = [
+    (
+        "01",
+        "q1",
+        """
+        def conv_output_size(size, kernel_size, stride=1, padding=0):
+            return (size + 2 * padding - kernel_size) // stride
+        """,
+        "for size=32, kernel_size=5, stride=1, padding=2 you return 31; PyTorch's Conv2d gives 32",
+    ),
+    (
+        "01",
+        "q1",
+        """
+        def conv_output_size(size, kernel_size, stride=1, padding=0):
+            return (size + 2 * padding - kernel_size) / stride + 1
+        """,
+        "a float; a size is a whole number: divide with //",
+    ),
+    (
+        "01",
+        "q1",
+        """
+        def conv_output_size(size, kernel_size, stride=1, padding=0):
+            return size - kernel_size + 1
+        """,
+        "padding=2 you return 28; PyTorch's Conv2d gives 32",
+    ),
+    (
+        "01",
+        "q2",
+        """
+        shapes_64 = [
+            (64, 32, 64, 64), (64, 32, 32, 32), (64, 32, 32, 32), (64, 32, 16, 16),
+            (64, 64, 16, 16), (64, 64, 8, 8), (64, 1024),
+        ]
+        """,
+        "after layer 7 (Flatten) you wrote [64, 1024]; the network gives [64, 4096]",
+    ),
+    (
+        "01",
+        "q2",
+        """
+        shapes_64 = [
+            (32, 64, 64), (32, 32, 32), (32, 32, 32), (32, 16, 16),
+            (64, 16, 16), (64, 8, 8), (4096,),
+        ]
+        """,
+        "Remember the batch dimension, 64, in front",
+    ),
+    (
+        "01",
+        "q3",
+        """
+        def build_net():
+            return nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(1024, 10),
+            )
+        """,
+        "mat1 and mat2 shapes cannot be multiplied (2x8192 and 1024x10)",
+    ),
+    (
+        "01",
+        "q3",
+        """
+        def build_net():
+            return nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
+                nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(8192, 10),
+            )
+        """,
+        "layer 2 is MaxPool2d; the table has ReLU() there",
+    ),
+    (
+        "01",
+        "q3",
+        """
+        def build_net():
+            return nn.Sequential(
+                nn.Conv2d(3, 16, 3), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(8192, 10),
+            )
+        """,
+        "layer 1 is Conv2d(in_channels=3, out_channels=16, kernel_size=3, padding=0)",
+    ),
+    (
+        "01",
+        "q4",
+        """
+        def conv_parameters(c_in, c_out, kernel_size, bias=True):
+            return c_out * c_in * kernel_size * kernel_size
+        """,
+        "for Conv2d(3, 32, 5, bias=True) you return 2400; PyTorch's layer has 2,432",
+    ),
+    (
+        "02",
+        "q1",
+        """
+        def save_and_reload(model, make_model, path):
+            torch.save(model, path)
+            return torch.load(path, weights_only=False)
+        """,
+        "weights_only=True refuses it: save model.state_dict()",
+    ),
+    (
+        "02",
+        "q1",
+        """
+        def save_and_reload(model, make_model, path):
+            torch.save(dict(model.named_parameters()), path)
+            new = make_model()
+            new.load_state_dict(torch.load(path), strict=False)
+            return new
+        """,
+        "such as layers.1.running_mean",
+    ),
+    (
+        "02",
+        "q1",
+        """
+        def save_and_reload(model, make_model, path):
+            torch.save(model.state_dict(), path)
+            return make_model()
+        """,
+        "the reloaded model's outputs differ from the original's",
+    ),
+    (
+        "02",
+        "q1",
+        """
+        def save_and_reload(model, make_model, path):
+            torch.save(model.state_dict(), path)
+            return model
+        """,
+        "you returned the model you were given",
+    ),
+    (
+        "02",
+        "q2",
+        """
+        def load_whole_model(path):
+            return torch.load(path, weights_only=False)
+        """,
+        "loading a file ran code that the file asked for",
+    ),
+    (
+        "02",
+        "q2",
+        """
+        def load_whole_model(path):
+            try:
+                layers = [nn.Sequential, nn.Conv2d, nn.MaxPool2d, nn.Flatten, nn.Linear]
+                with torch.serialization.safe_globals([LessonNetSequential, *layers]):
+                    return torch.load(path)
+            except Exception:
+                return torch.load(path, weights_only=False)
+        """,
+        "loading a file ran code that the file asked for",
+    ),
+    (
+        "02",
+        "q2",
+        """
+        def load_whole_model(path):
+            return torch.load(path)
+        """,
+        "Unsupported global: GLOBAL cifar_course.models.LessonNetSequential",
+    ),
+    (
+        "02",
+        "q3",
+        """
+        def to_course_keys(lecture_state):
+            return {k.replace('model1.', 'model.'): v for k, v in lecture_state.items()}
+        """,
+        "LessonNet has no key 'model.0.weight'",
+    ),
+    (
+        "02",
+        "q3",
+        """
+        def to_course_keys(lecture_state):
+            return dict(zip(sorted(LessonNet().state_dict()), lecture_state.values()))
+        """,
+        "size mismatch for conv1.weight",
+    ),
+    (
+        "03",
+        "q1",
+        """
+        def accuracy(logits, labels):
+            return (logits.argmax(0) == labels).float().mean()
+        """,
+        "you took argmax over dim 0, the batch",
+    ),
+    (
+        "03",
+        "q1",
+        """
+        def accuracy(logits, labels):
+            return (logits.argmax(1) == labels).sum().item()
+        """,
+        "you return 5, the count; divide by the number of images",
+    ),
+    (
+        "03",
+        "q2",
+        """
+        def train_one_epoch(model, loader, loss_fn, optimizer):
+            for images, labels in loader:
+                outputs = model(images)
+                loss = loss_fn(outputs, labels)
+                loss.backward()
+                optimizer.step()
+        """,
+        "stays in eval mode (Dropout and BatchNorm behave as at test time) and gradients add up",
+    ),
+    (
+        "03",
+        "q2",
+        """
+        def train_one_epoch(model, loader, loss_fn, optimizer):
+            model.train()
+            for images, labels in loader:
+                loss = loss_fn(model(images), labels)
+                loss.backward()
+                optimizer.step()
+        """,
+        "the gradients add up across steps",
+    ),
+    (
+        "03",
+        "q2",
+        """
+        def train_one_epoch(model, loader, loss_fn, optimizer):
+            for images, labels in loader:
+                optimizer.zero_grad()
+                loss_fn(model(images), labels).backward()
+                optimizer.step()
+        """,
+        "the model stays in eval mode, so Dropout is off",
+    ),
+    (
+        "03",
+        "q2",
+        """
+        def train_one_epoch(model, loader, loss_fn, optimizer):
+            model.train()
+            for images, labels in loader:
+                loss_fn(model(images), labels).backward()
+                optimizer.zero_grad()
+                optimizer.step()
+        """,
+        "the weights did not change at all",
+    ),
+    (
+        "03",
+        "q3",
+        """
+        def evaluate(model, loader):
+            correct = total = 0
+            with torch.no_grad():
+                for x, y in loader:
+                    correct += (model(x).argmax(1) == y).sum().item()
+                    total += len(y)
+            return correct / total
+        """,
+        "the model ran in training mode",
+    ),
+    (
+        "03",
+        "q3",
+        """
+        def evaluate(model, loader):
+            model.eval()
+            correct = total = 0
+            for x, y in loader:
+                correct += (model(x).argmax(1) == y).sum().item()
+                total += len(y)
+            return correct / total
+        """,
+        "autograd recorded every step of the evaluation",
+    ),
+    (
+        "03",
+        "q3",
+        """
+        def evaluate(model, loader):
+            model.eval()
+            with torch.no_grad():
+                scores = [(model(x).argmax(1) == y).float().mean().item() for x, y in loader]
+            return sum(scores) / len(scores)
+        """,
+        "the mean of the batches' accuracies",
+    ),
+    (
+        "04",
+        "q1",
+        """
+        def to_device(model, images, labels, device):
+            model.to(device)
+            images.to(device)
+            labels.to(device)
+            return model, images, labels
+        """,
+        "images is still on cpu, not meta: Tensor.to returns a new tensor",
+    ),
+    (
+        "04",
+        "q1",
+        """
+        def to_device(model, images, labels, device):
+            return model.to(device), images.to(device), labels.to(device, torch.float32)
+        """,
+        "keeping torch.long",
+    ),
+    (
+        "04",
+        "q2",
+        """
+        def time_op(run, sync, warmup=3, repeats=10):
+            for _ in range(warmup):
+                run()
+            sync()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run()
+            return (time.perf_counter() - start) / repeats
+        """,
+        "the last call returned before its work finished. Call sync() before reading the clock",
+    ),
+    (
+        "04",
+        "q2",
+        """
+        def time_op(run, sync, warmup=3, repeats=10):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run()
+            sync()
+            return (time.perf_counter() - start) / repeats
+        """,
+        "expected 3 warm-up calls and 10 timed ones",
+    ),
+    (
+        "04",
+        "q2",
+        """
+        def time_op(run, sync, warmup=3, repeats=10):
+            for _ in range(warmup):
+                run()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run()
+            sync()
+            return (time.perf_counter() - start) / repeats
+        """,
+        "nothing waits for the 3 warm-up calls to finish",
+    ),
+    (
+        "04",
+        "q2",
+        """
+        def time_op(run, sync, warmup=3, repeats=10):
+            for _ in range(warmup):
+                run()
+            sync()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run()
+            sync()
+            return time.perf_counter() - start
+        """,
+        "the time of all 10 calls; divide by repeats",
+    ),
+    (
+        "04",
+        "q3",
+        """
+        def choose_device():
+            return 'cuda'
+        """,
+        "on a machine with an Apple GPU and no NVIDIA one you chose 'cuda'; expected 'mps'",
+    ),
+    (
+        "04",
+        "q3",
+        """
+        def choose_device():
+            return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        """,
+        "you chose 'cpu'; expected 'mps'",
+    ),
+    (
+        "05",
+        "q1",
+        """
+        def preprocess(image):
+            to_input = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
+            return to_input(image).unsqueeze(0)
+        """,
+        "for an RGBA photo (a PNG with transparency) your tensor has shape [1, 4, 32, 32]; "
+        "expected [1, 3, 32, 32]. Convert the image to RGB first",
+    ),
+    (
+        "05",
+        "q1",
+        """
+        def preprocess(image):
+            to_input = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
+            return to_input(image.convert('RGB'))
+        """,
+        "Add the batch dimension with .unsqueeze(0)",
+    ),
+    (
+        "05",
+        "q1",
+        """
+        def preprocess(image):
+            to_input = transforms.Compose([transforms.Resize(32), transforms.ToTensor()])
+            return to_input(image.convert('RGB')).unsqueeze(0)
+        """,
+        "Resize(32) only sets the shorter side",
+    ),
+    (
+        "05",
+        "q1",
+        """
+        def preprocess(image):
+            to_input = transforms.Compose([transforms.Resize((32, 32)), transforms.PILToTensor()])
+            return to_input(image.convert('RGB')).unsqueeze(0).float()
+        """,
+        "not 0..255",
+    ),
+    (
+        "05",
+        "q2",
+        """
+        def top_class(logits, class_names):
+            return class_names[logits.argmax(0)[0]], logits.softmax(1).max().item()
+        """,
+        "argmax over dim 0 of a [1, 10] tensor",
+    ),
+    (
+        "05",
+        "q2",
+        """
+        def top_class(logits, class_names):
+            return class_names[logits.argmax()], logits.max().item()
+        """,
+        "that is its logit",
+    ),
+    (
+        "05",
+        "q2",
+        """
+        def top_class(logits, class_names):
+            return class_names[logits.argmax()], logits.softmax(0).max().item()
+        """,
+        "the softmax ran over dim 0",
+    ),
+    (
+        "05",
+        "q3",
+        """
+        def classify(model, image, preprocess):
+            with torch.no_grad():
+                return top_class(model(preprocess(image)), CLASSES)
+        """,
+        "the model ran in training mode",
+    ),
+    (
+        "05",
+        "q3",
+        """
+        def classify(model, image, preprocess):
+            model.eval()
+            return top_class(model(preprocess(image)), CLASSES)
+        """,
+        "autograd recorded the forward pass",
+    ),
+    (
+        "06",
+        "q1",
+        """
+        def conv_block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.ReLU(), nn.BatchNorm2d(c_out),
+            )
+        """,
+        "your block is Conv2d -> ReLU -> BatchNorm2d",
+    ),
+    (
+        "06",
+        "q1",
+        """
+        def conv_block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+                nn.BatchNorm2d(c_out), nn.ReLU(),
+            )
+        """,
+        "pass bias=False",
+    ),
+    (
+        "06",
+        "q1",
+        """
+        def conv_block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_in), nn.ReLU(),
+            )
+        """,
+        "BatchNorm2d(3) follows a convolution with 16 output channels",
+    ),
+    (
+        "06",
+        "q1",
+        """
+        def conv_block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, bias=False),
+                nn.BatchNorm2d(c_out), nn.ReLU(),
+            )
+        """,
+        "use kernel_size=3, padding=1",
+    ),
+    (
+        "06",
+        "q2",
+        """
+        def triangular_lr(step, total, peak, warmup=0.2):
+            return peak * step / total
+        """,
+        "at step 1 of 100 (peak 0.4, warm-up 20%) you return 0.004; the schedule gives 0.02",
+    ),
+    (
+        "06",
+        "q2",
+        """
+        def triangular_lr(step, total, peak, warmup=0.2):
+            rise = int(total * warmup)
+            return peak * step / rise if step < rise else peak * (total - step) / total
+        """,
+        "at step 20 of 100 (peak 0.4, warm-up 20%) you return 0.32; the schedule gives 0.4",
+    ),
+    (
+        "06",
+        "q3",
+        """
+        def smooth_targets(labels, num_classes, smoothing):
+            targets = torch.full((len(labels), num_classes), smoothing / (num_classes - 1))
+            targets[torch.arange(len(labels)), labels] = 1 - smoothing
+            return targets
+        """,
+        "PyTorch spreads 0.2 over all 10 classes, the true one included",
+    ),
+    (
+        "06",
+        "q3",
+        """
+        def smooth_targets(labels, num_classes, smoothing):
+            return nn.functional.one_hot(labels, num_classes).float()
+        """,
+        "your true class gets 1 and the others 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("lesson", "number", "answer", "expected"), MISTAKES)
+def test_each_common_mistake_gets_its_own_message(lesson, number, answer, expected):
+    path = next(p for p in EXERCISES if p.name.startswith(lesson))
+    scope = namespace(path, answers=True)  # the other answers right, this one wrong
+    exec(textwrap.dedent(answer), scope)
+    feedback = run_checks(path, scope)[number]
+    assert not feedback.correct
+    assert expected in feedback.message, feedback.message
+
+
+def test_every_exercise_has_at_least_one_common_mistake_tested():
+    covered = {(lesson, number) for lesson, number, _, _ in MISTAKES}
+    for path in EXERCISES:
+        for number in exercises_in(module_for(path)):
+            assert (path.name[:2], number) in covered, (path.name, number)
