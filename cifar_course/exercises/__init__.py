@@ -62,7 +62,7 @@ def describe_error(exc: BaseException) -> str:
 def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call the learner's ``fn``; turn its exception, or a blank result, into ``NotYet``."""
     if not callable(fn):
-        raise NotYet(f"{what} should be a function; you gave {type(fn).__name__} {fn!r:.60}.")
+        raise NotYet(f"{what} should be a function; you gave {type(fn).__name__} {short(fn, 60)}.")
     try:
         result = fn(*args, **kwargs)
     except NotYet:
@@ -74,6 +74,12 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     if has_blank(result):
         raise NotYet(f"{what} still returns the blank ____: replace it with your code.")
     return result
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters: a tensor's repr spans lines."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def shape_text(shape: Any) -> str:
@@ -89,7 +95,8 @@ class Feedback:
     message: str
 
     def __str__(self) -> str:
-        return f"{'Correct' if self.correct else 'Not yet'}: {self.message}"
+        message = " ".join(self.message.split())  # one line, whatever the message held
+        return f"{'Correct' if self.correct else 'Not yet'}: {message}"
 
 
 class Exercise:

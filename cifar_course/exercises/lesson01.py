@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..models import LessonNetSequential
-from . import Exercise, NotYet, ____, run_learner, shape_text
+from . import Exercise, NotYet, ____, run_learner, shape_text, short
 
 __all__ = ["____", "q1", "q2", "q3", "q4"]
+
+
+def _whole_number(value: Any, said: str, advice: str) -> int:
+    """``value`` as an int if it is a whole number of the right kind; else ``NotYet``."""
+    if isinstance(value, bool) or isinstance(value, torch.Tensor):
+        raise NotYet(f"{said}; return a Python int.")
+    if isinstance(value, float):
+        raise NotYet(f"{said}, a float; sizes and counts are whole numbers: {advice}.")
+    if not isinstance(value, numbers.Integral):
+        raise NotYet(f"{said}; return a Python int.")
+    return int(value)
 
 
 def _conv_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
@@ -39,12 +51,7 @@ def _check_conv_output_size(conv_output_size: Any) -> str:
             padding=padding,
         )
         expected = _conv_size(size, kernel, stride, padding)
-        if isinstance(got, float):
-            raise NotYet(
-                f"for {args} you return {got!r}, a float; a size is a whole number: divide with //."
-            )
-        if isinstance(got, torch.Tensor) or not isinstance(got, int):
-            raise NotYet(f"for {args} you return {got!r}; return a Python int.")
+        got = _whole_number(got, f"for {args} you return {short(got)}", "divide with //")
         if got != expected:
             raise NotYet(f"for {args} you return {got}; PyTorch's Conv2d gives {expected}.")
     return f"your formula matches Conv2d on all {len(cases)} cases, strides and paddings included."
@@ -57,6 +64,22 @@ def _layer_shapes(net: nn.Sequential, x: torch.Tensor, count: int) -> list[torch
             x = layer(x)
             shapes.append(x.shape)
     return shapes
+
+
+def _what_is_off(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """Which part of a shape is wrong, without handing over the right one."""
+    if len(got) != len(want):
+        if len(got) == len(want) - 1:
+            return f"your shape {shape_text(got)} has no batch dimension: the 64 goes in front."
+        return f"your shape {shape_text(got)} should have {len(want)} numbers, not {len(got)}."
+    names = (
+        ["batch size", "channels", "height", "width"]
+        if len(want) == 4
+        else ["batch size", "length"]
+    )
+    wrong = [name for name, a, b in zip(names, got, want, strict=True) if a != b]
+    verb = "is" if len(wrong) == 1 else "are"
+    return f"the {' and '.join(wrong)} in your {shape_text(got)} {verb} not what the layer gives."
 
 
 def _check_shapes_64(shapes_64: Any) -> str:
@@ -77,16 +100,10 @@ def _check_shapes_64(shapes_64: Any) -> str:
             got_shape = tuple(int(n) for n in got)
         except (TypeError, ValueError):
             raise NotYet(
-                f"shape {i + 1} ({layer}) is {got!r}; write it as a tuple of ints."
+                f"shape {i + 1} ({layer}) is {short(got)}; write it as a tuple of ints."
             ) from None
         if got_shape != tuple(want):
-            extra = (
-                " Remember the batch dimension, 64, in front." if len(got_shape) < len(want) else ""
-            )
-            raise NotYet(
-                f"after layer {i + 1} ({layer}) you wrote {shape_text(got_shape)}; "
-                f"the network gives {shape_text(want)}.{extra}"
-            )
+            raise NotYet(f"after layer {i + 1} ({layer}) {_what_is_off(got_shape, tuple(want))}")
     return (
         f"all 7 shapes are right. The flattened row holds {expected[-1][1]:,} numbers, so "
         f"Linear(1024, 64) would fail on 64x64 images: it would need Linear({expected[-1][1]}, 64)."
@@ -95,12 +112,18 @@ def _check_shapes_64(shapes_64: Any) -> str:
 
 # The layer table of exercise 3; the notebook shows it.
 _TABLE: list[tuple[type[nn.Module], dict[str, int]]] = [
-    (nn.Conv2d, {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "padding": 1}),
+    (
+        nn.Conv2d,
+        {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 1, "padding": 1},
+    ),
     (nn.ReLU, {}),
-    (nn.MaxPool2d, {"kernel_size": 2}),
-    (nn.Conv2d, {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "padding": 1}),
+    (nn.MaxPool2d, {"kernel_size": 2, "stride": 2}),
+    (
+        nn.Conv2d,
+        {"in_channels": 16, "out_channels": 32, "kernel_size": 3, "stride": 1, "padding": 1},
+    ),
     (nn.ReLU, {}),
-    (nn.MaxPool2d, {"kernel_size": 2}),
+    (nn.MaxPool2d, {"kernel_size": 2, "stride": 2}),
     (nn.Flatten, {}),
     (nn.Linear, {"in_features": 32 * 16 * 16, "out_features": 10}),  # the learner works it out
 ]
@@ -110,15 +133,21 @@ def _describe(kind: type[nn.Module], settings: dict[str, int]) -> str:
     return kind.__name__ + "(" + ", ".join(f"{k}={v}" for k, v in settings.items()) + ")"
 
 
-def _settings_of(layer: nn.Module, names: dict[str, int]) -> dict[str, int]:
-    found = {}
+def _settings_of(layer: nn.Module, names: dict[str, int]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
     for name in names:
         value = getattr(layer, name)
+        if name == "padding" and value == "same":  # the same as (k - 1) // 2 for an odd kernel
+            value = (layer.kernel_size[0] - 1) // 2
         found[name] = value[0] if isinstance(value, tuple) else value
+    if isinstance(layer, nn.Conv2d | nn.Linear):
+        found["bias"] = layer.bias is not None
     return found
 
 
 def _check_build_net(build_net: Any) -> str:
+    if isinstance(build_net, nn.Module):
+        raise NotYet("pass the function itself, q3.check(build_net), not the network it returns.")
     net = run_learner("build_net", build_net)
     if not isinstance(net, nn.Sequential):
         raise NotYet(f"build_net should return an nn.Sequential; it returned {type(net).__name__}.")
@@ -137,6 +166,10 @@ def _check_build_net(build_net: Any) -> str:
         got = _settings_of(layers[i], settings)
         if kind is nn.Linear:  # a wrong in_features shows as PyTorch's own error, below
             got["in_features"] = settings["in_features"]
+        if got.pop("bias", True) is False:
+            raise NotYet(
+                f"layer {i + 1} has no bias; the table's layers keep PyTorch's default, bias=True."
+            )
         if got != settings:
             raise NotYet(f"layer {i + 1} is {_describe(kind, got)}; the table has {want}.")
     if len(layers) > len(_TABLE):
@@ -155,10 +188,11 @@ def _check_conv_parameters(conv_parameters: Any) -> str:
     cases = [(3, 32, 5, True), (32, 64, 5, True), (16, 32, 3, False), (1, 1, 1, True)]
     for c_in, c_out, kernel, bias in cases:
         got = run_learner("conv_parameters", conv_parameters, c_in, c_out, kernel, bias=bias)
+        layer = f"Conv2d({c_in}, {c_out}, {kernel}, bias={bias})"
+        got = _whole_number(got, f"for {layer} you return {short(got)}", "a count has no fraction")
         expected = sum(p.numel() for p in nn.Conv2d(c_in, c_out, kernel, bias=bias).parameters())
         if got != expected:
-            layer = f"Conv2d({c_in}, {c_out}, {kernel}, bias={bias})"
-            raise NotYet(f"for {layer} you return {got!r}; PyTorch's layer has {expected:,}.")
+            raise NotYet(f"for {layer} you return {short(got)}; PyTorch's layer has {expected:,}.")
     return (
         f"your count matches nn.Conv2d's parameters on all {len(cases)} layers, with and without "
         "bias."
@@ -169,9 +203,9 @@ q1 = Exercise(
     "q1: the output size of a convolution",
     _check_conv_output_size,
     hint="""
-        Count where the kernel can sit. Padding adds `padding` pixels on both sides, the kernel
-        needs `kernel_size` of them, and it moves `stride` at a time: floor((size + 2*padding -
-        kernel_size) / stride) + 1. Python's // rounds down.
+        Count the positions where the kernel fits. Padding adds `padding` pixels on each side;
+        the first position uses `kernel_size` pixels, and each step moves `stride` further. Try
+        it by hand for size 5, kernel 3, no padding, stride 1: the answer is 3.
     """,
     solution="""
         def conv_output_size(size, kernel_size, stride=1, padding=0):
@@ -225,8 +259,8 @@ q4 = Exercise(
     "q4: the parameters of a convolution",
     _check_conv_parameters,
     hint="""
-        Each of the c_out filters has c_in x kernel_size x kernel_size weights, plus one bias
-        when bias=True.
+        Each output channel has its own filter, and each filter looks at every input channel
+        through a kernel_size x kernel_size window. The bias adds one number per output channel.
     """,
     solution="""
         def conv_parameters(c_in, c_out, kernel_size, bias=True):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 from torch import nn
@@ -35,14 +37,52 @@ def _trained_model() -> nn.Module:
     return model.eval()
 
 
+def _state_dict_in(saved: Any, keys: list[str]) -> dict[str, Any]:
+    """The state_dict in what the file held: the dict itself, or one inside a checkpoint dict."""
+    if not isinstance(saved, dict):
+        raise NotYet(f"the file holds a {type(saved).__name__}; save the dict model.state_dict().")
+    if all(k in saved for k in keys):
+        return saved
+    for value in saved.values():  # a checkpoint such as {"model": state_dict, "epoch": 3}
+        if isinstance(value, dict) and all(k in value for k in keys):
+            return value
+    if not any(k in saved for k in keys):
+        names = ", ".join(repr(k) for k in list(saved)[:4])
+        raise NotYet(
+            f"the file holds a dict with keys {names}, but no state_dict: save model.state_dict()."
+        )
+    missing = [k for k in keys if k not in saved]
+    missing.sort(key=lambda k: "running_mean" not in k)  # name a BatchNorm statistic first
+    raise NotYet(
+        f"the file lacks {len(missing)} entries of the state_dict, such as {missing[0]}: "
+        "save model.state_dict(), which holds the BatchNorm statistics as well as the parameters."
+    )
+
+
 def _check_save_and_reload(save_and_reload: Any) -> str:
     model = _trained_model()
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
+    made: list[nn.Module] = []
+    reads: list[str] = []
+    real_load = torch.load
+
+    def fresh_model() -> nn.Module:
+        made.append(make_model())
+        return made[-1]
+
+    def recording_load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(str(f))
+        return real_load(f, *args, **kwargs)
+
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model_state.pth"
-        loaded = run_learner("save_and_reload", save_and_reload, model, make_model, path)
+        with (
+            mock.patch.object(torch, "load", recording_load),
+            mock.patch.object(torch.serialization, "load", recording_load),
+        ):
+            loaded = run_learner("save_and_reload", save_and_reload, model, fresh_model, path)
         if loaded is model:
             raise NotYet(
                 "you returned the model you were given; build a fresh one with make_model() and "
@@ -56,21 +96,30 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
         if not path.is_file():
             raise NotYet(f"nothing was saved at the path you were given ({path.name}).")
         try:
-            saved = torch.load(path, weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a file from pickle.dump warns of its protocol
+                saved = real_load(path, weights_only=True)
         except pickle.UnpicklingError:
             raise NotYet(
-                "the file holds more than tensors (a whole model?), so weights_only=True refuses "
-                "it: save model.state_dict()."
+                "torch.load(path, weights_only=True) refuses the file: it was not written by "
+                "torch.save from tensors alone (a whole model is refused too). Save "
+                "model.state_dict() with torch.save."
             ) from None
-    if not isinstance(saved, dict):
-        raise NotYet(f"the file holds a {type(saved).__name__}; save the dict model.state_dict().")
-    missing = [k for k in model.state_dict() if k not in saved]
-    missing.sort(key=lambda k: "running_mean" not in k)  # name a BatchNorm statistic first
-    if missing:
+        except Exception as exc:
+            raise NotYet(
+                "torch.load(path, weights_only=True) cannot read the file "
+                f"({describe_error(exc)}): write it with torch.save."
+            ) from None
+    _state_dict_in(saved, list(model.state_dict()))
+    if not any(loaded is m for m in made):
         raise NotYet(
-            f"the file lacks {len(missing)} entries of the state_dict, such as {missing[0]}: "
-            "save model.state_dict(), which holds the BatchNorm statistics as well as the "
-            "parameters."
+            "the model you return was not built by make_model(): make the new model with it, "
+            "then load the file into that model."
+        )
+    if str(path) not in reads:
+        raise NotYet(
+            "the new model never read the file: load it back with torch.load(path, "
+            "weights_only=True)."
         )
     loaded.eval()
     with torch.no_grad():
@@ -127,12 +176,16 @@ def _check_load_whole_model(load_whole_model: Any) -> str:
             refused = ""
         if _TRIPPED:
             raise NotYet(
-                "loading a file ran code that the file asked for: your function uses "
-                "weights_only=False (or falls back to it) somewhere. Allow only the classes the "
-                "model needs, with torch.serialization.safe_globals."
+                "loading a file ran a function that the file asked for. Either your function "
+                "uses weights_only=False (or falls back to it), or its allow-list holds more than "
+                "the model's classes: get_unsafe_globals_in_checkpoint lists a hostile file's "
+                "function too. Allow only the classes a LessonNetSequential is made of."
             )
         if not refused:
-            raise NotYet("a file that asks to run a function loaded without an error.")
+            raise NotYet(
+                "for a file that asks to run a function, your function returned instead of "
+                "raising: let torch.load's error through, so that the caller knows."
+            )
     return (
         "the whole model loads with weights_only=True, and a file that asks to run a function is "
         f"refused with {refused}."
@@ -185,8 +238,8 @@ q1 = Exercise(
     "q1: a state_dict round trip",
     _check_save_and_reload,
     hint="""
-        torch.save(model.state_dict(), path) writes the tensors. To read them back, make a new
-        model with make_model(), then new.load_state_dict(torch.load(path, weights_only=True)).
+        Method 2 saves model.state_dict(), not the model. Reading it back takes two steps: a
+        fresh model from make_model(), then load_state_dict with what torch.load returns.
     """,
     solution="""
         def save_and_reload(model, make_model, path):
@@ -217,8 +270,8 @@ q3 = Exercise(
     "q3: the lecture's key names",
     _check_to_course_keys,
     hint="""
-        Both networks hold the same tensors in the same order; only the names differ. zip the
-        names of LessonNet().state_dict() with the lecture's values.
+        Both networks hold the same tensors in the same order; only the names differ. Lesson 01
+        copied weights between two such networks in one line, with zip.
     """,
     solution="""
         def to_course_keys(lecture_state):

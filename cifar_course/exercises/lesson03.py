@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
-from . import Exercise, NotYet, ____, run_learner
+from . import Exercise, NotYet, ____, run_learner, short
 
-__all__ = ["____", "q1", "q2", "q3", "make_model", "make_batches"]
+__all__ = ["____", "q1", "q2", "q3", "make_model", "make_loader"]
 
 
 def make_model() -> nn.Module:
@@ -32,18 +33,12 @@ def make_model() -> nn.Module:
     )
 
 
-def make_batches(
-    sizes: tuple[int, ...] = (8, 8, 8, 8), seed: int = 0
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Random ``(images, labels)`` batches of 8x8 images: test cases, not data."""
+def make_loader(images: int = 32, seed: int = 0, batch_size: int = 8) -> DataLoader:
+    """A DataLoader of random 8x8 ``(images, labels)``: test cases, not data."""
     generator = torch.Generator().manual_seed(seed)
-    return [
-        (
-            torch.randn(n, 3, 8, 8, generator=generator),
-            torch.randint(0, 10, (n,), generator=generator),
-        )
-        for n in sizes
-    ]
+    inputs = torch.randn(images, 3, 8, 8, generator=generator)
+    labels = torch.randint(0, 10, (images,), generator=generator)
+    return DataLoader(TensorDataset(inputs, labels), batch_size=batch_size)
 
 
 def _check_accuracy(accuracy: Any) -> str:
@@ -61,7 +56,7 @@ def _check_accuracy(accuracy: Any) -> str:
             value = float(got)
         except (TypeError, ValueError):
             raise NotYet(
-                f"accuracy returned {got!r}; return one number, the fraction correct."
+                f"accuracy returned {short(got)}; return one number, the fraction correct."
             ) from None
         case = f"for {len(labels)} images of which {int(expected * len(labels))} are right"
         if abs(value - expected) < 1e-6:
@@ -82,7 +77,7 @@ def _check_accuracy(accuracy: Any) -> str:
 
 def _reference_epoch(
     model: nn.Module,
-    batches: list,
+    batches: DataLoader,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     train: bool = True,
@@ -105,7 +100,7 @@ def _run_epoch(epoch: Callable[..., Any], learner: bool) -> tuple[nn.Module, Any
     model.eval()  # as it is after an evaluation
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     torch.manual_seed(1)  # Dropout draws from here
-    batches = make_batches()
+    batches = make_loader()
     if learner:
         result = run_learner(
             "train_one_epoch", epoch, model, batches, nn.CrossEntropyLoss(), optimizer
@@ -136,7 +131,8 @@ def _check_train_one_epoch(train_one_epoch: Any) -> str:
         torch.equal(a, b) for a, b in zip(learner.parameters(), untouched.parameters(), strict=True)
     ):
         raise NotYet(
-            "the weights did not change at all: is optimizer.step() called after loss.backward()?"
+            "the weights did not change at all: is optimizer.step() called after "
+            "loss.backward(), with nothing clearing the gradients in between?"
         )
     mistakes = [
         (
@@ -167,13 +163,16 @@ def _check_train_one_epoch(train_one_epoch: Any) -> str:
     )
 
 
-def _reference_evaluate(model: nn.Module, batches: list) -> float:
+def _reference_evaluate(model: nn.Module, batches: DataLoader) -> float:
     model.eval()
     correct = 0
     with torch.no_grad():
         for images, labels in batches:
             correct += (model(images).argmax(1) == labels).sum().item()
     return correct / sum(len(labels) for _, labels in batches)
+
+
+_EVALUATE_SEED = 7  # the last batch has a right answer, so each mistake gives its own number
 
 
 def _check_evaluate(evaluate: Any) -> str:
@@ -185,7 +184,7 @@ def _check_evaluate(evaluate: Any) -> str:
                 layer.running_mean.normal_(0, 0.5)  # so that eval() changes the outputs
                 layer.running_var.uniform_(0.5, 2.0)
     model.train()  # as it is after training
-    batches = make_batches(sizes=(8, 8, 3), seed=5)
+    batches = make_loader(images=19, seed=_EVALUATE_SEED)  # batches of 8, 8 and 3
     seen: list[tuple[bool, bool]] = []
     hook = model.register_forward_hook(
         lambda m, i, o: seen.append((m.training, torch.is_grad_enabled()))
@@ -209,7 +208,7 @@ def _check_evaluate(evaluate: Any) -> str:
     try:
         value = float(got)
     except (TypeError, ValueError):
-        raise NotYet(f"evaluate returned {got!r}; return the accuracy, one number.") from None
+        raise NotYet(f"evaluate returned {short(got)}; return the accuracy, one number.") from None
     expected = _reference_evaluate(copy.deepcopy(model), batches)
     if abs(value - expected) < 1e-6:
         return (
@@ -222,18 +221,23 @@ def _check_evaluate(evaluate: Any) -> str:
     if abs(value - sum(per_batch) / len(per_batch)) < 1e-6:
         raise NotYet(
             f"you return {value:.4f}, the mean of the batches' accuracies; the last batch holds "
-            "only "
-            f"3 images, so count the right answers over all 19 images: {expected:.4f}."
+            "only 3 images, so count the right answers and the images over all batches, then "
+            "divide once."
         )
-    raise NotYet(f"you return {value:.4f}; the accuracy over the 19 images is {expected:.4f}.")
+    if abs(value - expected * 19 / 24) < 1e-6:
+        raise NotYet(
+            f"you return {value:.4f}: you divided by 3 batches x 8 = 24 images, but the last "
+            "batch holds only 3; count len(labels) of each batch."
+        )
+    raise NotYet(f"you return {value:.4f}; that is not the accuracy over the 19 images.")
 
 
 q1 = Exercise(
     "q1: accuracy from logits",
     _check_accuracy,
     hint="""
-        logits has one row per image and one column per class. The predicted class is the
-        column with the largest logit: logits.argmax(dim=1). Compare with labels, then average.
+        logits has one row per image and one column per class. The predicted class is where an
+        image's largest logit sits: which dimension is that, 0 or 1? Then compare with labels.
     """,
     solution="""
         def accuracy(logits, labels):

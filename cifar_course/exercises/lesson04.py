@@ -9,6 +9,7 @@ waits for it, as ``torch.cuda.synchronize()`` does.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 from unittest import mock
@@ -16,7 +17,7 @@ from unittest import mock
 import torch
 from torch import nn
 
-from . import Exercise, NotYet, ____, run_learner
+from . import Exercise, NotYet, ____, run_learner, short
 
 __all__ = ["____", "q1", "q2", "q3", "SimulatedGPU"]
 
@@ -31,8 +32,8 @@ def _check_to_device(to_device: Any) -> str:
         model(torch.zeros(1, 3, 8, 8))
         images, labels = torch.rand(4, 3, 8, 8), torch.tensor([1, 2, 3, 4])
         result = run_learner("to_device", to_device, model, images, labels, torch.device(target))
-        if not isinstance(result, tuple) or len(result) != 3:
-            raise NotYet("to_device should return three things: model, images, labels.")
+        if not isinstance(result, tuple | list) or len(result) != 3:
+            raise NotYet("to_device should return three things, as a tuple: model, images, labels.")
         model, images, labels = result
         if not isinstance(model, nn.Module):
             raise NotYet(
@@ -97,7 +98,7 @@ def _check_time_op(time_op: Any) -> str:
         seconds = float(got)
     except (TypeError, ValueError):
         raise NotYet(
-            f"time_op returned {got!r}; return the seconds per call, one number."
+            f"time_op returned {short(got)}; return the seconds per call, one number."
         ) from None
     runs = gpu.log.count("run")
     ms, work_ms = seconds * 1000, gpu.work * 1000
@@ -112,17 +113,21 @@ def _check_time_op(time_op: Any) -> str:
             f"nothing waits for the {warmup} warm-up calls to finish before the timed calls: call "
             "sync() after the warm-up, then start the clock."
         )
-    if gpu.log[-1] != "sync":
+    if gpu.log[-1] != "sync" or ms < 0.5 * work_ms:
         raise NotYet(
             f"you measured {ms:.2f} ms per call, but each call keeps the GPU busy for "
-            f"{work_ms:.0f} "
-            "ms: the last call returned before its work finished. Call sync() before reading the "
-            "clock."
+            f"{work_ms:.0f} ms: the clock stopped before the work finished. Call sync(), then "
+            "read the clock."
         )
+    if abs(ms / 1000 - work_ms) < 0.5 * work_ms:
+        raise NotYet(f"you return {seconds:.4g}: that looks like milliseconds; return seconds.")
     if abs(ms - work_ms * repeats) < abs(ms - work_ms):
         raise NotYet(f"you return {ms:.1f} ms, the time of all {repeats} calls; divide by repeats.")
-    if not 0.75 * work_ms <= ms <= 1.75 * work_ms:
-        raise NotYet(f"you measured {ms:.2f} ms per call; each call's work takes {work_ms:.0f} ms.")
+    if not 0.95 * work_ms <= ms <= 1.75 * work_ms:
+        raise NotYet(
+            f"you measured {ms:.2f} ms per call; each call's work takes {work_ms:.0f} ms. Divide "
+            "the time of the timed calls by their number, repeats."
+        )
     return (
         f"{ms:.2f} ms per call, for work of {work_ms:.0f} ms: warm-up excluded, and synchronized "
         "before both readings of the clock."
@@ -132,17 +137,25 @@ def _check_time_op(time_op: Any) -> str:
 def _check_choose_device(choose_device: Any) -> str:
     cases = [((True, 1), True, "cuda"), ((False, 0), True, "mps"), ((False, 0), False, "cpu")]
     for (cuda, count), mps, expected in cases:
-        with (
-            mock.patch.object(torch.cuda, "is_available", return_value=cuda),
-            mock.patch.object(torch.cuda, "device_count", return_value=count),
-            mock.patch.object(torch.backends.mps, "is_available", return_value=mps),
-        ):
+        accelerator = torch.device("cuda" if cuda else "mps") if cuda or mps else None
+        with contextlib.ExitStack() as machine:
+            for owner, name, value in [
+                (torch.cuda, "is_available", cuda),
+                (torch.cuda, "device_count", count),
+                (torch.backends.mps, "is_available", mps),
+                (torch.backends.mps, "is_built", mps),
+                # PyTorch 2.6's torch.accelerator answers the same question
+                (getattr(torch, "accelerator", None), "is_available", cuda or mps),
+                (getattr(torch, "accelerator", None), "current_accelerator", accelerator),
+            ]:
+                if owner is not None and hasattr(owner, name):
+                    machine.enter_context(mock.patch.object(owner, name, return_value=value))
             got = run_learner("choose_device", choose_device)
         try:
             kind = torch.device(got).type
         except (TypeError, RuntimeError):
             raise NotYet(
-                f"choose_device returned {got!r}; return a torch.device or a name like 'cpu'."
+                f"choose_device returned {short(got)}; return a torch.device or a name like 'cpu'."
             ) from None
         machine = (
             "an NVIDIA GPU"
@@ -176,8 +189,9 @@ q2 = Exercise(
     "q2: time a GPU operation correctly",
     _check_time_op,
     hint="""
-        Call run() warmup times and sync(); start the clock (time.perf_counter()); call run()
-        repeats times; sync() again; stop the clock; divide by repeats.
+        Two things must not be inside the timed stretch: the first calls' one-off costs, and
+        work still queued from before. And the clock must not stop while work is still queued.
+        Which call makes the host wait for the device?
     """,
     solution="""
         def time_op(run, sync, warmup=3, repeats=10):

@@ -13,7 +13,7 @@ from torch import nn
 from ..data import CLASSES
 from ..inference import TO_INPUT, example_photos
 from ..models import ModernNet
-from . import Exercise, NotYet, ____, run_learner, shape_text
+from . import Exercise, NotYet, ____, run_learner, shape_text, short
 
 __all__ = ["____", "q1", "q2", "q3", "CLASSES", "make_model"]
 
@@ -43,6 +43,8 @@ def _check_preprocess(preprocess: Any) -> str:
             advice = ""
             if got.dim() == 3:
                 advice = " Add the batch dimension with .unsqueeze(0)."
+            elif got.dim() == 4 and got.shape[-1] == 3 and got.shape[1] != 3:
+                advice = " The channels go first, then height and width: ToTensor() does that."
             elif got.dim() == 4 and got.shape[1] != 3:
                 advice = " Convert the image to RGB first: image.convert('RGB')."
             elif got.dim() == 4 and got.shape[2:] != (32, 32):
@@ -53,9 +55,10 @@ def _check_preprocess(preprocess: Any) -> str:
                 f"for {what} your tensor has shape {shape_text(got.shape)}; expected "
                 f"{shape_text(expected.shape)}.{advice}"
             )
-        if not got.is_floating_point():
+        if got.dtype != torch.float32:
             raise NotYet(
-                f"your tensor holds {got.dtype}; the network takes floats: use ToTensor()."
+                f"your tensor holds {got.dtype}; the network's weights are float32, and so must "
+                "its input be: ToTensor() gives float32."
             )
         if got.max() > 1.5:
             raise NotYet(
@@ -66,7 +69,8 @@ def _check_preprocess(preprocess: Any) -> str:
             difference = (got.float() - expected).abs().max().item()
             raise NotYet(
                 f"for {what} your values differ from the lesson's preprocessing by up to "
-                f"{difference:.2f}: Resize((32, 32)) then ToTensor(), nothing else."
+                f"{difference:.2f}: use transforms.Resize((32, 32)) (bilinear, as in lesson 05; "
+                "PIL's own resize filters differently) then ToTensor(), nothing else."
             )
     return "RGB, RGBA, grayscale and palette images all become a [1, 3, 32, 32] batch in 0..1."
 
@@ -79,7 +83,7 @@ def _check_top_class(top_class: Any) -> str:
         index = int(probabilities.argmax())
         got = run_learner("top_class", top_class, logits, list(CLASSES))
         if not isinstance(got, tuple | list) or len(got) != 2:
-            raise NotYet(f"top_class returned {got!r:.80}; return (class name, probability).")
+            raise NotYet(f"top_class returned {short(got)}; return (class name, probability).")
         name, probability = got
         if name != CLASSES[index]:
             hint = (
@@ -94,7 +98,7 @@ def _check_top_class(top_class: Any) -> str:
             value = float(probability)
         except (TypeError, ValueError):
             raise NotYet(
-                f"the probability came back as {probability!r:.60}; return a number."
+                f"the probability came back as {short(probability)}; return a number."
             ) from None
         if abs(value - float(logits[0, index])) < 1e-5:
             raise NotYet(
@@ -126,10 +130,13 @@ def make_model() -> nn.Module:
     return model.train()
 
 
-def _check_classify(classify: Any, preprocess: Any) -> str:
+def _check_classify(classify: Any, preprocess: Any = None) -> str:
+    if preprocess is None:
+        raise NotYet("pass your preprocess too: q3.check(classify, preprocess).")
     photo = example_photos()["ship"]
     with Image.open(photo) as image:
         image = image.convert("RGBA")
+    run_learner("preprocess", preprocess, image.copy())  # a blank there is named as such
     model = make_model()
     seen: list[tuple[bool, bool]] = []
     model.register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
@@ -148,11 +155,17 @@ def _check_classify(classify: Any, preprocess: Any) -> str:
         probabilities = reference(TO_INPUT(image.convert("RGB")).unsqueeze(0)).softmax(1)[0]
     index = int(probabilities.argmax())
     if not isinstance(got, tuple | list) or len(got) != 2:
-        raise NotYet(f"classify returned {got!r:.80}; return (class name, probability).")
+        raise NotYet(f"classify returned {short(got)}; return (class name, probability).")
     name, probability = got
-    if name != CLASSES[index] or abs(float(probability) - float(probabilities[index])) > 1e-4:
+    try:
+        value = float(probability)
+    except (TypeError, ValueError):
         raise NotYet(
-            f"you return ({name!r}, {float(probability):.4f}); this network in eval mode gives "
+            f"the probability came back as {short(probability)}; return a number."
+        ) from None
+    if name != CLASSES[index] or abs(value - float(probabilities[index])) > 1e-4:
+        raise NotYet(
+            f"you return ({short(name)}, {value:.4f}); this network in eval mode gives "
             f"({CLASSES[index]!r}, {probabilities[index]:.4f}). Is preprocess right (q1)?"
         )
     return (
@@ -164,8 +177,9 @@ q1 = Exercise(
     "q1: any image into the network's input",
     _check_preprocess,
     hint="""
-        image.convert("RGB") first, whatever the mode; then transforms.Resize((32, 32)) and
-        transforms.ToTensor(); then .unsqueeze(0) for a batch of one.
+        Whatever the mode, the network wants three colour channels, 32x32 pixels, floats in
+        0..1, and a batch dimension in front. Pillow converts between modes; lesson 05's
+        transforms do the rest.
     """,
     solution="""
         to_input = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
@@ -180,8 +194,9 @@ q2 = Exercise(
     "q2: from logits to a class name",
     _check_top_class,
     hint="""
-        logits has shape [1, 10]: one image, ten classes. softmax over dim=1 gives the
-        probabilities; argmax over dim=1 the index; class_names[index] the name.
+        logits has shape [1, 10]: one image, ten classes. Which function turns logits into
+        probabilities, and over which of the two dimensions? The index of the largest one
+        names the class.
     """,
     solution="""
         def top_class(logits, class_names):
@@ -193,10 +208,10 @@ q2 = Exercise(
 
 q3 = Exercise(
     "q3: classify one image",
-    lambda classify, preprocess=None: _check_classify(classify, preprocess),
+    _check_classify,
     hint="""
-        model.eval(), then, inside `with torch.no_grad():`, model(preprocess(image)); hand the
-        logits to your top_class with CLASSES.
+        Three lines of lesson 05 matter here: the mode a network must be in for inference, the
+        block that stops autograd recording, and reusing your preprocess and top_class.
     """,
     solution="""
         def classify(model, image, preprocess):

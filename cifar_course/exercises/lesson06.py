@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..modern import triangular_lr as _triangular_lr
-from . import Exercise, NotYet, ____, run_learner, shape_text
+from . import Exercise, NotYet, ____, run_learner, shape_text, short
 
 __all__ = ["____", "q1", "q2", "q3"]
 
@@ -23,8 +23,9 @@ def _check_conv_block(conv_block: Any) -> str:
         kinds = [type(layer).__name__ for layer in layers]
         if kinds != ["Conv2d", "BatchNorm2d", "ReLU"]:
             raise NotYet(
-                f"your block is {' -> '.join(kinds) or 'empty'}; lesson 06's step 2 uses Conv2d -> "
-                "BatchNorm2d -> ReLU: normalise what the convolution made, then apply the ReLU."
+                f"your block is {' -> '.join(kinds) or 'empty'}: BatchNorm should normalise what "
+                "the convolution made, and the ReLU come last (as in the first three layers of "
+                "lesson 06's step-2 block)."
             )
         conv, norm, _ = layers
         if (conv.in_channels, conv.out_channels) != (c_in, c_out):
@@ -32,9 +33,13 @@ def _check_conv_block(conv_block: Any) -> str:
                 f"conv_block({c_in}, {c_out}) made Conv2d({conv.in_channels}, "
                 f"{conv.out_channels}, ...)."
             )
-        if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1):
+        if (
+            conv.kernel_size != (3, 3)
+            or conv.padding not in ((1, 1), "same")
+            or conv.stride != (1, 1)
+        ):
             raise NotYet(
-                f"the convolution has kernel {conv.kernel_size[0]}, padding {conv.padding[0]} and "
+                f"the convolution has kernel {conv.kernel_size[0]}, padding {conv.padding!r} and "
                 f"stride {conv.stride[0]}; use kernel_size=3, padding=1, so the size stays the "
                 "same."
             )
@@ -75,12 +80,15 @@ def _check_triangular_lr(triangular_lr: Any) -> str:
                 value = float(got)
             except (TypeError, ValueError):
                 raise NotYet(
-                    f"triangular_lr returned {got!r}; return the learning rate, a number."
+                    f"triangular_lr returned {short(got)}; return the learning rate, a number."
                 ) from None
             if abs(value - expected) > 1e-9 + 1e-6 * peak:
                 where = f"at step {step} of {total} (peak {peak}, warm-up {warmup:.0%})"
                 raise NotYet(f"{where} you return {value:.6g}; the schedule gives {expected:.6g}.")
-    return "the rate climbs from 0 to the peak over the warm-up, then falls to 0 at the last step."
+    return (
+        "the rate climbs from 0 to the peak over the warm-up, then falls linearly, reaching 0 "
+        "at step total."
+    )
 
 
 def _check_smooth_targets(smooth_targets: Any) -> str:
@@ -98,16 +106,21 @@ def _check_smooth_targets(smooth_targets: Any) -> str:
         other = got[0, 0].item()
         expected_true, expected_other = 1 - smoothing + smoothing / 10, smoothing / 10
         if abs(true - expected_true) > 1e-6 or abs(other - expected_other) > 1e-6:
-            convention = ""
-            if abs(true - (1 - smoothing)) < 1e-6:
-                convention = (
-                    f" PyTorch spreads {smoothing} over all 10 classes, the true one included, so "
-                    f"the true class gets 1 - {smoothing} + {smoothing}/10."
+            sums = got.float().sum(1)
+            if not torch.allclose(sums, torch.ones(3), atol=1e-5):
+                reason = (
+                    f"a target row must sum to 1, like a probability; yours sums to {sums[0]:.4g}."
                 )
+            elif abs(true - (1 - smoothing)) < 1e-6:
+                reason = (
+                    f"PyTorch spreads the {smoothing} over all 10 classes, the true one included, "
+                    "not over the 9 others."
+                )
+            else:
+                reason = "they do not match PyTorch's label_smoothing."
             raise NotYet(
                 f"with smoothing {smoothing} your true class gets {true:.4g} and the others "
-                f"{other:.4g}; label_smoothing={smoothing} uses {expected_true:.4g} and "
-                f"{expected_other:.4g}.{convention}"
+                f"{other:.4g}: {reason}"
             )
         logits = torch.randn(3, 10)
         theirs = -(got.float() * logits.log_softmax(1)).sum(1).mean()
@@ -143,8 +156,9 @@ q2 = Exercise(
     "q2: the triangular learning-rate schedule",
     _check_triangular_lr,
     hint="""
-        The warm-up lasts rise = int(total * warmup) steps (at least 1). Before it ends, the rate
-        is peak * step / rise; after, peak * (total - step) / (total - rise), never below 0.
+        Two straight lines. Work out the number of warm-up steps first; before it, the rate is
+        the fraction of the warm-up done times the peak; after it, the fraction of the remaining
+        steps still to go times the peak. Guard against a negative rate past the end.
     """,
     solution="""
         def triangular_lr(step, total, peak, warmup=0.2):
@@ -159,8 +173,8 @@ q3 = Exercise(
     "q3: label smoothing's targets",
     _check_smooth_targets,
     hint="""
-        Start from torch.full((len(labels), num_classes), smoothing / num_classes); then add
-        1 - smoothing at each image's true class.
+        Think of the target as a mix: (1 - smoothing) of the one-hot target plus smoothing of
+        the uniform distribution over all classes. torch.nn.functional.one_hot makes the first.
     """,
     solution="""
         def smooth_targets(labels, num_classes, smoothing):
