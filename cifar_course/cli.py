@@ -152,7 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="find CIFAR-10 and check that it is complete and intact")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("train", help="train the lesson net (the lecture's recipe by default)")
+    p = sub.add_parser(
+        "train",
+        help="train the lesson net (the lecture's recipe by default)",
+        description="Train a network on CIFAR-10. Under torchrun (torchrun --nproc-per-node N "
+        "-m cifar_course train ...) it trains one model with DistributedDataParallel: N "
+        "processes, rank 0 printing, logging and saving.",
+    )
     p.add_argument(
         "--recipe",
         choices=["lecture", "modern"],
@@ -160,7 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="lecture: the lesson net as taught; modern: lesson 06's network and recipe",
     )
     p.add_argument("--epochs", type=int, help="default: 10 (lecture), 12 (modern)")
-    p.add_argument("--batch-size", type=int, help="default: 64 (lecture), 512 (modern)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="default: 64 (lecture), 512 (modern); under torchrun the global batch, split "
+        "evenly over the processes",
+    )
     p.add_argument("--lr", type=float, help="SGD (peak) learning rate; default 0.01 / 0.2")
     p.add_argument(
         "--device",

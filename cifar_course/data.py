@@ -313,9 +313,14 @@ class TensorData:
         generator: torch.Generator | None = None,
         channels_last: bool = False,
         max_batches: int | None = None,
+        order: torch.Tensor | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(images float [B,3,32,32] in [0,1], labels [B])`` on the device."""
-        for idx in self.batch_indices(batch_size, shuffle, generator, max_batches):
+        """Yield ``(images float [B,3,32,32] in [0,1], labels [B])`` on the device.
+
+        ``order``, when given, is the exact sequence of indices to serve (a process's share of a
+        distributed epoch); ``shuffle`` and ``generator`` are then not used.
+        """
+        for idx in self.batch_indices(batch_size, shuffle, generator, max_batches, order):
             yield self.batch(idx, channels_last)
 
     def batch_indices(
@@ -324,10 +329,13 @@ class TensorData:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         max_batches: int | None = None,
+        order: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the indices of each batch, in the order ``batches`` serves them."""
         n = len(self)
-        if shuffle:
+        if order is not None:
+            n, order = len(order), order.to(self.device)
+        elif shuffle:
             order = shuffled_order(n, generator).to(self.device)
         else:
             order = torch.arange(n, device=self.device)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -44,12 +45,16 @@ class FastTrainer:
         probe_data: TensorData | None = None,
         batch_size: int = 64,
         graphs: bool | None = None,
+        wrap: Callable[[nn.Module], nn.Module] | None = None,
     ) -> None:
         """``amp``: True forces mixed precision, False turns it off, None measures which is faster
         on ``probe_data`` (a few steps on a throwaway copy of the model).
 
         ``graphs``: replay each full batch's step as a CUDA graph. None means wherever it is
-        possible: on CUDA, with plain SGD (no momentum, no weight decay) and no fp16 scaler."""
+        possible: on CUDA, with plain SGD (no momentum, no weight decay) and no fp16 scaler.
+
+        ``wrap``: train through ``wrap(model)`` (``DistributedDataParallel`` under torchrun) while
+        evaluating the plain model; no CUDA graphs then."""
         self.device = device
         self.channels_last = channels_last
         self.want_graphs = graphs
@@ -61,6 +66,7 @@ class FastTrainer:
             keep_freed_memory()
         memory_format = torch.channels_last if channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=memory_format)
+        self.train_model = wrap(self.model) if wrap is not None else self.model
         self.optimizer = optimizer
         self.loss_fn = nn.CrossEntropyLoss()
         self.dtype: torch.dtype | None = None
@@ -80,9 +86,11 @@ class FastTrainer:
         15 steps on a CPU (about 0.3 s); 200 on a GPU, where a step takes well under a millisecond.
         """
         steps = steps or (15 if self.device.type == "cpu" else 200)
+        if self.train_model is not self.model:
+            raise ValueError("the speed probe runs on plain copies of the model: do not pass wrap")
         chosen, original = self.dtype, (self.model, self.optimizer, self.scaler)
         for dtype in (None, chosen):
-            self.model = copy.deepcopy(original[0])
+            self.model = self.train_model = copy.deepcopy(original[0])
             self.optimizer = type(original[1])(self.model.parameters(), **original[1].defaults)
             self.dtype = dtype
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
@@ -95,6 +103,7 @@ class FastTrainer:
             synchronize(self.device)
             self.probe[str(dtype or "fp32").replace("torch.", "")] = time.perf_counter() - began
         self.model, self.optimizer, self.scaler = original
+        self.train_model = self.model
         self._graph = None
         fp32, mixed = self.probe.values()
         return chosen if mixed < fp32 else None
@@ -123,6 +132,7 @@ class FastTrainer:
         """Whether full batches run as a replayed CUDA graph (see ``__init__``)."""
         possible = (
             self.device.type == "cuda"
+            and self.train_model is self.model
             and type(self.optimizer) is torch.optim.SGD
             and all(
                 not g["momentum"] and not g["weight_decay"] for g in self.optimizer.param_groups
@@ -131,14 +141,14 @@ class FastTrainer:
         )
         if self.want_graphs and not possible:
             raise ValueError(
-                "CUDA graphs need a CUDA device, plain SGD (no momentum or weight decay) and no "
-                "fp16 gradient scaler; pass graphs=None or False."
+                "CUDA graphs need a CUDA device, no wrap, plain SGD (no momentum or weight decay) "
+                "and no fp16 gradient scaler; pass graphs=None or False."
             )
         return possible if self.want_graphs is None else bool(self.want_graphs)
 
     def _loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            return self.loss_fn(self.model(images), targets)
+            return self.loss_fn(self.train_model(images), targets)
 
     def _step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         loss = self._loss(images, targets)
@@ -188,14 +198,18 @@ class FastTrainer:
         batch_size: int,
         generator: torch.Generator | None = None,
         max_batches: int | None = None,
+        order: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One shuffled pass over ``data``; returns the mean loss as a device tensor (no sync)."""
-        self.model.train()
-        if self.uses_graphs:
+        """One shuffled pass over ``data``; returns the mean loss as a device tensor (no sync).
+
+        ``order``: the indices to visit instead of a shuffle (this process's share under DDP).
+        """
+        self.train_model.train()
+        if self.uses_graphs and order is None:
             return self._train_epoch_graphed(data, batch_size, generator, max_batches)
         total = torch.zeros((), device=self.device)
         seen = 0
-        batches = data.batches(batch_size, True, generator, self.channels_last, max_batches)
+        batches = data.batches(batch_size, True, generator, self.channels_last, max_batches, order)
         for images, targets in batches:
             total += self._step(images, targets) * len(targets)
             seen += len(targets)

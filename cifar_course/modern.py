@@ -16,10 +16,12 @@ import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from . import distributed
 from .data import TensorData
 from .device import keep_freed_memory, pick_device, synchronize
+from .distributed import Distributed
 from .models import ModernNet
-from .training import TrainConfig, init_from, resume, save_epoch
+from .training import TrainConfig, init_from, quiet, restart_resume, resume, save_epoch
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -89,9 +91,25 @@ def evaluate_tta(
 
 
 def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, float]]:
-    """Train ``ModernNet`` with the modern recipe, checkpointing each epoch; return the history."""
+    """Train ``ModernNet`` with the modern recipe, checkpointing each epoch; return the history.
+
+    Under torchrun it trains with DistributedDataParallel (see ``cifar_course.distributed``).
+    Each process then keeps its own BatchNorm batch statistics, as DDP does by default.
+    """
     config.validate()
-    device = pick_device(config.device)
+    job = distributed.start(config.device)
+    try:
+        return _fit_modern(config, job, log if job is None or job.is_main else quiet)
+    finally:
+        distributed.stop(job)
+
+
+def _fit_modern(
+    config: TrainConfig, job: Distributed | None, log: Callable[[str], None]
+) -> list[dict[str, float]]:
+    main = job is None or job.is_main
+    device = job.device if job is not None else pick_device(config.device)
+    batch_size = distributed.per_process_batch(config.batch_size, job)
     if device.type == "cpu":
         keep_freed_memory()  # about a quarter faster on Linux CPUs at batch 512; see its docstring
     torch.manual_seed(config.seed)
@@ -102,59 +120,75 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.2)
     history: list[dict[str, float]] = []
     start = 0
+    restart_resume(config, "modern_net", job, log)
     if config.resume:
         start, history = resume(config, model, optimizer, device, log)
     if config.init_from:
         init_from(config, model, log)
-    train, test = TensorData(True, device), TensorData(False, device)
-    steps_per_epoch = -(-len(train) // config.batch_size)
+    train_model = model if job is None else distributed.wrap(model, job)
+    train = TensorData(True, device)
+    test = TensorData(False, device) if main else None
+    share = len(train) if job is None else -(-len(train) // job.world_size)
+    steps_per_epoch = -(-share // batch_size)
     total = steps_per_epoch * config.epochs
     step = start * steps_per_epoch
-    writer = SummaryWriter(config.logdir, purge_step=step or None)
+    writer = SummaryWriter(config.logdir, purge_step=step or None) if main else None
+    where = distributed.describe(job, device)
     log(
-        f"training modern_net on {device}: {config.epochs} epochs, batch {config.batch_size}, "
+        f"training modern_net on {where}: {config.epochs} epochs, batch {config.batch_size}, "
         f"SGD nesterov, peak lr {config.lr}, label smoothing 0.2, flip+translate, flip+shift TTA"
     )
     try:
         for epoch in range(start, config.epochs):
             order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-            model.train()
+            mine = None
+            if job is not None:  # this process's share of the epoch, as DistributedSampler's
+                mine = distributed.shard(len(train), config.seed * 1000, epoch, job)
+            train_model.train()
             began = time.perf_counter()
             total_loss = torch.zeros((), device=device)
-            for images, targets in train.batches(config.batch_size, True, order, True):
+            seen = 0
+            for images, targets in train.batches(batch_size, True, order, True, order=mine):
                 for group in optimizer.param_groups:
                     group["lr"] = triangular_lr(step, total, config.lr)
-                loss = loss_fn(model(augment(images, order)), targets)
+                loss = loss_fn(train_model(augment(images, order)), targets)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 total_loss += loss.detach() * len(targets)
+                seen += len(targets)
                 step += 1
             synchronize(device)  # GPU work is queued: wait for it before reading the clock
             seconds = time.perf_counter() - began
-            # the 6-view test-time augmentation costs 6 passes over the test set: last epoch only
-            accuracies = evaluate_tta(model, test, tta=epoch + 1 == config.epochs)
-            accuracy = accuracies["plain"]
-            train_loss = (total_loss / len(train)).item()
-            writer.add_scalar("train_loss", train_loss, step)
-            for name, value in accuracies.items():
-                writer.add_scalar(_HISTORY_KEYS[name], value, epoch + 1)
-            writer.flush()
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": train_loss,
-                    "seconds": seconds,
-                    **{_HISTORY_KEYS[name]: value for name, value in accuracies.items()},
-                }
-            )
-            path = save_epoch(config, model, optimizer, epoch + 1, history)
-            log(
-                f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
-                f"test accuracy {accuracy:.2%}  ({seconds:.1f} s)  saved {path}"
-            )
+            train_loss = distributed.mean_over_processes((total_loss / seen).item(), job)
+            if main:
+                assert test is not None and writer is not None
+                # 6-view test-time augmentation costs 6 passes over the test set: last epoch only
+                accuracies = evaluate_tta(model, test, tta=epoch + 1 == config.epochs)
+                accuracy = accuracies["plain"]
+                writer.add_scalar("train_loss", train_loss, step)
+                for name, value in accuracies.items():
+                    writer.add_scalar(_HISTORY_KEYS[name], value, epoch + 1)
+                writer.flush()
+                history.append(
+                    {
+                        "epoch": epoch + 1,
+                        "train_loss": train_loss,
+                        "seconds": seconds,
+                        **{_HISTORY_KEYS[name]: value for name, value in accuracies.items()},
+                    }
+                )
+                path = save_epoch(config, model, optimizer, epoch + 1, history)
+                log(
+                    f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
+                    f"test accuracy {accuracy:.2%}  ({seconds:.1f} s)  saved {path}"
+                )
+            distributed.barrier(job)  # the others wait while rank 0 evaluates and saves
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+    if not main:
+        return history
     training_seconds = sum(h["seconds"] for h in history)
     log(f"training time {training_seconds:.0f} s")
     last = history[-1]

@@ -23,9 +23,11 @@ from torch.utils.tensorboard import SummaryWriter
 # Text progress bars: a notebook widget leaves "model not found" behind once saved and reopened.
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoints import load_checkpoint, load_model, save_checkpoint
 from .data import TensorData, get_datasets
 from .device import pick_device
+from .distributed import Distributed
 from .errors import CourseError
 from .fast import FastTrainer
 from .models import arch_name, build_model, copy_weights
@@ -50,15 +52,17 @@ def train_one_epoch(
     step: int = 0,
     log_every: int = 100,
     desc: str = "train",
+    progress: bool = True,
 ) -> tuple[float, int]:
     """Train for one pass over ``batches``; return ``(mean loss, global step after the epoch)``.
 
-    Logs the loss of every ``log_every``-th step to TensorBoard as ``train_loss``.
+    Logs the loss of every ``log_every``-th step to TensorBoard as ``train_loss``; ``progress``
+    shows a progress bar.
     """
     model.train()
     total = torch.zeros((), device=device)
     count = 0
-    for images, targets in tqdm(batches, desc=desc, leave=False):
+    for images, targets in tqdm(batches, desc=desc, leave=False, disable=not progress):
         images, targets = images.to(device), targets.to(device)
         loss = loss_fn(model(images), targets)
         optimizer.zero_grad()
@@ -126,6 +130,7 @@ class TrainConfig:
     log_every: int = 100
     fast: bool = False
     recipe: str = "lecture"
+    run_id: str = ""  # torchrun's job id, so that a restarted job finds its own checkpoints
 
     def validate(self) -> None:
         """Reject settings that cannot work, before anything is written."""
@@ -214,10 +219,46 @@ def save_epoch(
     return save_checkpoint(path, model, optimizer, epoch, history, asdict(config))
 
 
+def quiet(message: str) -> None:
+    """The log of every process but rank 0 under torchrun: one voice is enough."""
+
+
+def restart_resume(
+    config: TrainConfig, arch: str, job: Distributed | None, log: Callable[[str], None]
+) -> None:
+    """After a torchrun restart, point ``config.resume`` at this job's last checkpoint."""
+    if job is None:
+        return
+    config.run_id = job.run_id
+    if job.restart == 0 or config.resume:
+        return
+    found = distributed.checkpoint_to_restart_from(config.out, arch, job)
+    if found is None:
+        log(f"torchrun restart {job.restart}: no checkpoint of this job yet, starting again")
+        return
+    log(f"torchrun restart {job.restart}: resuming from {found}")
+    config.resume, config.init_from = str(found), None
+
+
 def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, float]]:
-    """Run the seed recipe as configured, checkpointing each epoch; return the per-epoch history."""
+    """Run the seed recipe as configured, checkpointing each epoch; return the per-epoch history.
+
+    Under torchrun it trains with DistributedDataParallel (see ``cifar_course.distributed``).
+    """
     config.validate()
-    device = pick_device(config.device)
+    job = distributed.start(config.device)
+    try:
+        return _fit(config, job, log if job is None or job.is_main else quiet)
+    finally:
+        distributed.stop(job)
+
+
+def _fit(
+    config: TrainConfig, job: Distributed | None, log: Callable[[str], None]
+) -> list[dict[str, float]]:
+    main = job is None or job.is_main
+    device = job.device if job is not None else pick_device(config.device)
+    batch_size = distributed.per_process_batch(config.batch_size, job)
     seed_everything(config.seed)
     train_set, test_set = get_datasets()
     model = build_model("lesson_net").to(device)
@@ -225,24 +266,42 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     history: list[dict[str, float]] = []
     start_epoch = 0
+    restart_resume(config, "lesson_net", job, log)
     if config.resume:
         start_epoch, history = resume(config, model, optimizer, device, log)
     if config.init_from:
         init_from(config, model, log)
     test_loader = DataLoader(test_set, batch_size=config.batch_size)
-    steps_per_epoch = -(-len(train_set) // config.batch_size)
-    writer = SummaryWriter(config.logdir, purge_step=start_epoch * steps_per_epoch or None)
+    share = len(train_set) if job is None else -(-len(train_set) // job.world_size)
+    steps_per_epoch = -(-share // batch_size)
+    writer = (
+        SummaryWriter(config.logdir, purge_step=start_epoch * steps_per_epoch or None)
+        if main
+        else None
+    )
     trainer = fast_train = fast_test = None
     if config.fast:
-        fast_train, fast_test = TensorData(True, device), TensorData(False, device)
-        trainer = FastTrainer(
-            model, optimizer, device, probe_data=fast_train, batch_size=config.batch_size
-        )
-        log(f"fast loop: mixed precision {trainer.dtype or 'off (fp32)'} after a speed probe")
+        fast_train = TensorData(True, device)
+        fast_test = TensorData(False, device) if main else None
+        if job is None:
+            trainer = FastTrainer(
+                model, optimizer, device, probe_data=fast_train, batch_size=batch_size
+            )
+            log(f"fast loop: mixed precision {trainer.dtype or 'off (fp32)'} after a speed probe")
+        else:  # each process would probe on its own and might choose differently: stay in fp32
+            trainer = FastTrainer(
+                model, optimizer, device, amp=False, wrap=lambda m: distributed.wrap(m, job)
+            )
+            log("fast loop: fp32 (under torchrun the mixed-precision probe is skipped)")
+    train_model = trainer.train_model if trainer else model
+    if trainer is None and job is not None:
+        train_model = distributed.wrap(model, job)
+    where = distributed.describe(job, device)
+    per = "" if job is None else f" ({batch_size} per process)"
     log(
-        f"training lesson_net on {device} with {len(train_set):,} train / {len(test_set):,} test "
-        f"images: {config.epochs} epoch{'s' * (config.epochs != 1)}, batch {config.batch_size}, "
-        f"SGD lr {config.lr}" + (" (fast loop)" if config.fast else "")
+        f"training lesson_net on {where} with {len(train_set):,} train / {len(test_set):,} test "
+        f"images: {config.epochs} epoch{'s' * (config.epochs != 1)}, batch {config.batch_size}"
+        f"{per}, SGD lr {config.lr}" + (" (fast loop)" if config.fast else "")
     )
     step = start_epoch * steps_per_epoch
     try:
@@ -251,13 +310,22 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
             order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
             began = time.perf_counter()
             if trainer is not None and fast_train is not None:
-                train_loss = trainer.train_epoch(fast_train, config.batch_size, order).item()
+                mine = None
+                if job is not None:  # this process's share of the epoch, as DistributedSampler's
+                    mine = distributed.shard(len(fast_train), config.seed * 1000, epoch, job)
+                train_loss = trainer.train_epoch(fast_train, batch_size, order, order=mine).item()
                 step += steps_per_epoch
-                writer.add_scalar("train_loss", train_loss, step)
+                if writer is not None:
+                    writer.add_scalar("train_loss", train_loss, step)
             else:
-                loader = DataLoader(train_set, config.batch_size, shuffle=True, generator=order)
+                if job is None:
+                    loader = DataLoader(train_set, batch_size, shuffle=True, generator=order)
+                else:
+                    sampler = distributed.sampler(len(train_set), config.seed * 1000, job)
+                    sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every process
+                    loader = DataLoader(train_set, batch_size, sampler=sampler)
                 train_loss, step = train_one_epoch(
-                    model,
+                    train_model,
                     loader,
                     loss_fn,
                     optimizer,
@@ -266,31 +334,38 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[st
                     step,
                     config.log_every,
                     desc=f"epoch {epoch + 1}/{config.epochs}",
+                    progress=main,
                 )
             seconds = time.perf_counter() - began
-            if trainer is not None and fast_test is not None:
-                test_loss, accuracy = trainer.evaluate(fast_test)
-            else:
-                test_loss, accuracy = evaluate(model, test_loader, loss_fn, device)
-            writer.add_scalar("test_loss", test_loss, epoch + 1)
-            writer.add_scalar("test_accuracy", accuracy, epoch + 1)
-            writer.flush()
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": train_loss,
-                    "test_loss": test_loss,
-                    "test_accuracy": accuracy,
-                    "seconds": seconds,
-                }
-            )
-            path = save_epoch(config, model, optimizer, epoch + 1, history)
-            log(
-                f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
-                f"test loss {test_loss:.4f}  test accuracy {accuracy:.2%}  "
-                f"({seconds:.1f} s)  saved {path}"
-            )
+            train_loss = distributed.mean_over_processes(train_loss, job)
+            if main:  # the whole test set, once, on rank 0 with the plain model
+                if trainer is not None and fast_test is not None:
+                    test_loss, accuracy = trainer.evaluate(fast_test)
+                else:
+                    test_loss, accuracy = evaluate(model, test_loader, loss_fn, device)
+                assert writer is not None
+                writer.add_scalar("test_loss", test_loss, epoch + 1)
+                writer.add_scalar("test_accuracy", accuracy, epoch + 1)
+                writer.flush()
+                history.append(
+                    {
+                        "epoch": epoch + 1,
+                        "train_loss": train_loss,
+                        "test_loss": test_loss,
+                        "test_accuracy": accuracy,
+                        "seconds": seconds,
+                    }
+                )
+                path = save_epoch(config, model, optimizer, epoch + 1, history)
+                log(
+                    f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
+                    f"test loss {test_loss:.4f}  test accuracy {accuracy:.2%}  "
+                    f"({seconds:.1f} s)  saved {path}"
+                )
+            distributed.barrier(job)  # the others wait while rank 0 evaluates and saves
     finally:
-        writer.close()
-    log(f"final test accuracy: {history[-1]['test_accuracy']:.2%}")
+        if writer is not None:
+            writer.close()
+    if main:
+        log(f"final test accuracy: {history[-1]['test_accuracy']:.2%}")
     return history

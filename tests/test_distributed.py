@@ -1,0 +1,238 @@
+"""Training under torchrun: DistributedDataParallel with gloo, on the CPU, as CI can run it.
+
+Each test starts the real launcher, ``torchrun --standalone``, on the smoke slice of the real
+data (2,000 training and 1,000 test images), with one thread per process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from cifar_course import distributed
+from cifar_course.models import build_model
+from cifar_course.training import TrainConfig, fit, seed_everything
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+def torchrun(
+    folder: Path, nproc: int, *args: str, restarts: int = 0, wait: bool = True
+) -> subprocess.CompletedProcess | subprocess.Popen:
+    """``torchrun --standalone --nproc-per-node N -m cifar_course train --device cpu ...``."""
+    command = [
+        str(TORCHRUN),
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        f"--max-restarts={restarts}",
+        "-m",
+        "cifar_course",
+        "train",
+        "--device",
+        "cpu",
+        "--out",
+        str(folder / "out"),
+        "--logdir",
+        str(folder / "runs"),
+        *args,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CIFAR_COURSE_SMOKE="1")
+    if not wait:
+        return subprocess.Popen(
+            command,
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["lecture loop", "fast loop"])
+def test_two_processes_end_where_one_process_ends(tmp_path, data_root, fast):
+    """Same global batch (64) and seed: 2 processes x 32 images per step against 1 x 64.
+
+    Every step both runs average the gradients of the same 64 images, so only floating-point
+    rounding can differ: a mean of two 32-image means summed in another order than one 64-image
+    mean. After the 32 steps of one epoch that stays near 1e-6 (the weights are of order 0.1;
+    float32 carries 7 digits). The tolerance, 1e-5, is a hundred times below how far training
+    moves the weights, which the test also checks, so a wrong split of the data cannot pass.
+    """
+    flags = ["--epochs", "1", "--batch-size", "64"] + (["--fast"] if fast else [])
+    runs = {}
+    for nproc in (1, 2):
+        folder = tmp_path / f"n{nproc}"
+        folder.mkdir()
+        done = torchrun(folder, nproc, *flags)
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs[nproc] = weights(folder / "out" / "lesson_net_epoch01.pt")
+    seed_everything(0)
+    start = build_model("lesson_net").state_dict()
+    moved = largest_difference(runs[1], start)
+    assert largest_difference(runs[1], runs[2]) < 1e-5
+    assert moved > 100 * 1e-5, moved
+
+
+def test_end_to_end_two_processes_train_once_save_once_and_learn(tmp_path, data_root):
+    # Batch 8 (4 per process): the smoke slice's 2,000 images give the default batch of 64 only
+    # 32 steps an epoch, too few to leave chance in two epochs; 250 steps are enough.
+    done = torchrun(tmp_path, 2, "--epochs", "2", "--batch-size", "8")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "2 processes (cpu, DDP)" in out and "batch 8 (4 per process)" in out
+    for epoch in (1, 2):
+        assert out.count(f"saved {tmp_path / 'out'}/lesson_net_epoch0{epoch}.pt") == 1, out
+    assert out.count("final test accuracy") == 1
+    accuracy = float(re.search(r"final test accuracy: ([\d.]+)%", out)[1])
+    assert accuracy > 15.0, out  # chance is 10 %
+    assert len(list((tmp_path / "runs").glob("events.out.tfevents.*"))) == 1  # rank 0 only
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "lesson_net_epoch01.pt",
+        "lesson_net_epoch02.pt",
+    ]
+    state = weights(tmp_path / "out" / "lesson_net_epoch02.pt")
+    assert not any(k.startswith("module.") for k in state)  # the plain model's state_dict
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifar_course",
+            "evaluate",
+            "--checkpoint",
+            "out/lesson_net_epoch02.pt",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, CIFAR_COURSE_SMOKE="1"),
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"{accuracy:.2f}% on 1,000 images" in evaluated.stdout
+
+
+def test_the_modern_recipe_trains_under_torchrun_too(tmp_path, data_root):
+    done = torchrun(tmp_path, 2, "--recipe", "modern", "--epochs", "1", "--batch-size", "128")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "training modern_net on 2 processes (cpu, DDP)" in done.stdout
+    assert done.stdout.count("final test accuracy") == 1
+    state = weights(tmp_path / "out" / "modern_net_epoch01.pt")
+    assert not any(k.startswith("module.") for k in state)
+
+
+def test_resume_under_torchrun_continues_on_every_process(tmp_path, data_root):
+    first = torchrun(tmp_path, 2, "--epochs", "1", "--batch-size", "8")
+    assert first.returncode == 0, first.stderr
+    resumed = torchrun(
+        tmp_path, 2, "--epochs", "2", "--batch-size", "8", "--resume", "out/lesson_net_epoch01.pt"
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.stdout.count("resumed from out/lesson_net_epoch01.pt after epoch 1") == 1
+    assert "epoch  1/2" not in resumed.stdout
+    state = torch.load(tmp_path / "out" / "lesson_net_epoch02.pt", weights_only=True)
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+
+
+def workers_of(launcher: int) -> dict[int, int]:
+    """``{rank: pid}`` of the worker processes that torchrun ``launcher`` started."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == launcher:
+            for item in environ:
+                if item.startswith(b"RANK="):
+                    found[int(item[5:])] = int(entry.name)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
+def test_a_killed_worker_leaves_the_checkpoints_intact_and_the_restart_resumes(tmp_path, data_root):
+    """SIGKILL rank 0, the process that saves, after its first checkpoint; torchrun restarts the
+    job (``--max-restarts 1``), which resumes from the last checkpoint by itself."""
+    job = torchrun(tmp_path, 2, "--epochs", "6", "--batch-size", "8", restarts=1, wait=False)
+    first = tmp_path / "out" / "lesson_net_epoch01.pt"
+    deadline = time.monotonic() + 300
+    while not first.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = workers_of(job.pid)
+    assert first.exists() and 0 in workers, workers
+    os.kill(workers[0], signal.SIGKILL)
+    out, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, out
+    match = re.search(r"torchrun restart 1: resuming from (\S+lesson_net_epoch0(\d)\.pt)", out)
+    assert match, out
+    assert torch.load(first, weights_only=True)["epoch"] == 1  # intact
+    final = torch.load(tmp_path / "out" / "lesson_net_epoch06.pt", weights_only=True)
+    assert [h["epoch"] for h in final["history"]] == [1, 2, 3, 4, 5, 6]
+    assert out.count("final test accuracy") == 1
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    yield distributed.Distributed(0, 0, 1, torch.device("cpu"), "this-run", restart=1)
+    dist.destroy_process_group()
+
+
+def test_a_restart_resumes_only_from_its_own_jobs_checkpoints(tmp_path, one_process_group):
+    out = tmp_path / "out"
+    out.mkdir()
+    model = build_model("lesson_net")
+    for epoch, run_id in ((5, "an-earlier-run"), (2, "this-run"), (1, "this-run")):
+        torch.save(
+            {"model": model.state_dict(), "epoch": epoch, "config": {"run_id": run_id}},
+            out / f"lesson_net_epoch0{epoch}.pt",
+        )
+    (out / "lesson_net_epoch09.pt").write_bytes(b"half a file")  # a torn write is skipped
+    found = distributed.checkpoint_to_restart_from(out, "lesson_net", one_process_group)
+    assert found == out / "lesson_net_epoch02.pt"
+
+
+def test_without_torchrun_no_process_group_is_started(tmp_path, data_root, monkeypatch):
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a plain run started a process group")
+
+    monkeypatch.setattr(dist, "init_process_group", refuse)
+    config = TrainConfig(
+        epochs=1, device="cpu", out=str(tmp_path / "out"), logdir=str(tmp_path / "runs")
+    )
+    history = fit(config, log=lambda message: None)
+    assert len(history) == 1 and not dist.is_initialized()
+
+
+def test_a_global_batch_that_does_not_split_evenly_is_refused_in_one_line(tmp_path, data_root):
+    done = torchrun(tmp_path, 2, "--epochs", "1", "--batch-size", "63")
+    assert done.returncode != 0
+    assert (
+        "error: --batch-size 63 is the global batch, shared by 2 processes; choose a multiple "
+        "of 2." in done.stderr
+    )
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
