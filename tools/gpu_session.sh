@@ -54,4 +54,7 @@ step data 60 python3 -m cifar_course data
 TAIL=14 step benchmark 300 python3 -m cifar_course benchmark --device cuda --epochs 10
 step modern 150 python3 -m cifar_course train --recipe modern --device cuda \
   --out /tmp/modern_ck --logdir /tmp/modern_tb
+# DDP's own overhead on one card (issue 14): the modern recipe's eager loop, plain and under
+# torchrun with one process (and one process per GPU where there are several)
+step ddp 240 python3 tools/ddp_benchmark.py --device cuda --recipe modern --out "$OUT/ddp"
 TAIL=40 step notebooks 400 python3 tools/run_notebook_code.py notebooks/0*.ipynb
