@@ -941,6 +941,75 @@ MISTAKES = [
         """,
         "The channels go first",
     ),
+    (
+        "07",
+        "q1",
+        """
+        def average_gradients(per_process):
+            return [sum(grads) for grads in zip(*per_process)]
+        """,
+        "an all-reduce sums; divide by the number of processes",
+    ),
+    (
+        "07",
+        "q1",
+        """
+        def average_gradients(per_process):
+            return per_process[0]
+        """,
+        "differs from the gradient of the whole batch",
+    ),
+    (
+        "07",
+        "q2",
+        """
+        def shares(n, world_size, epoch, seed):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+            order += order[: -(-n // world_size) * world_size - n]
+            return [order[r::world_size] for r in range(world_size)]
+        """,
+        "epoch 0 and epoch 1 share the data in the same order",
+    ),
+    (
+        "07",
+        "q2",
+        """
+        def shares(n, world_size, epoch, seed):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+            return [order[r::world_size].tolist() for r in range(world_size)]
+        """,
+        "each process must take the same number of steps",
+    ),
+    (
+        "07",
+        "q2",
+        """
+        def shares(n, world_size, epoch, seed):
+            order = torch.randperm(n).tolist()
+            order += order[: -(-n // world_size) * world_size - n]
+            return [order[r::world_size] for r in range(world_size)]
+        """,
+        "two calls with the same arguments gave different shares",
+    ),
+    (
+        "07",
+        "q3",
+        """
+        def save_checkpoint(model, path, rank):
+            torch.save(model.module.state_dict(), path)
+        """,
+        "rank 1 wrote a checkpoint too",
+    ),
+    (
+        "07",
+        "q3",
+        """
+        def save_checkpoint(model, path, rank):
+            if rank == 0:
+                torch.save(model.state_dict(), path)
+        """,
+        "the keys start with 'module.'",
+    ),
 ]
 
 # Right answers written differently from the reference: each must get Correct.
@@ -1034,6 +1103,23 @@ ALTERNATIVES = [
                 nn.BatchNorm2d(c_out),
                 nn.ReLU(inplace=True),
             )
+        """,
+    ),
+    (
+        "07",
+        """
+        def shares(n, world_size, epoch, seed):  # contiguous blocks: another fair split
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+            size = -(-n // world_size)
+            order = torch.cat([order, order[: size * world_size - n]]).tolist()
+            return [order[r * size : (r + 1) * size] for r in range(world_size)]
+        """,
+    ),
+    (
+        "07",
+        """
+        def average_gradients(per_process):
+            return [torch.stack(grads).mean(0) for grads in zip(*per_process)]
         """,
     ),
 ]

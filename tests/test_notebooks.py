@@ -25,6 +25,7 @@ EXPECTED = [
     "04_gpu_vs_cpu",
     "05_inference",
     "06_faster_and_better",
+    "07_multiple_gpus",
 ]
 
 

@@ -68,6 +68,7 @@ NOT_MEASURED: dict[str, dict[str, str]] = {
         "64 MiB": "512 × 32 × 32 × 32 float32 values: arithmetic",
         "32 MiB": "glibc's default mmap threshold",
     },
+    "07_multiple_gpus": {},
 }
 
 

@@ -67,6 +67,20 @@ def test_ipython_magics_are_refused_with_the_line(tmp_path):
     assert "%load_ext tensorboard" in result.stderr
 
 
+def test_a_writefile_cell_writes_its_file_as_the_notebook_would(tmp_path):
+    notebook = write_notebook(
+        tmp_path / "w.ipynb",
+        [
+            ("%%writefile script.py\nprint('from the script')\n", []),
+            ("import runpy\nrunpy.run_path('script.py')", []),
+        ],
+    )
+    result = run(notebook)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "script.py").read_text() == "print('from the script')\n"
+    assert "from the script" in result.stdout
+
+
 def test_clean_notebooks_keeps_a_progress_bars_last_state_and_writes_jupyterlabs_kernelspec(
     tmp_path,
 ):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 
 def notebook_code(path: Path) -> str:
-    """The code cells of ``path``, joined; refuses IPython magics, which plain Python cannot run.
+    """The code cells of ``path``, joined; refuses IPython magics, which plain Python cannot run,
+    except a cell that starts with ``%%writefile NAME``, which becomes a write of NAME.
 
     A cell tagged ``raises-exception`` (a lesson showing an error on purpose) runs inside
     ``try``, and the error it raises is printed, as the notebook shows it.
@@ -29,6 +30,11 @@ def notebook_code(path: Path) -> str:
         if cell["cell_type"] != "code":
             continue
         source = "".join(cell["source"])
+        first, _, body = source.partition("\n")
+        if first.startswith("%%writefile "):  # lesson 07 writes its DDP script this way
+            target = first.removeprefix("%%writefile ").strip()
+            code.append(f"from pathlib import Path\nPath({target!r}).write_text({body!r})")
+            continue
         for line in source.splitlines():
             if line.lstrip().startswith(("%", "!")):
                 raise SystemExit(f"{path}: cannot run the IPython line {line!r} as plain Python")

@@ -29,6 +29,12 @@ class _Blank:
     def __repr__(self) -> str:
         return "____"
 
+    def __bool__(self) -> bool:  # `if ____:` is a blank too, not True
+        raise TypeError("____ is a blank to fill in")
+
+    def __reduce__(self) -> Any:  # nor can a blank be saved to a file
+        raise TypeError("____ is a blank to fill in")
+
 
 ____ = _Blank()
 
