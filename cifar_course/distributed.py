@@ -178,8 +178,10 @@ def checkpoint_to_restart_from(out: str | Path, arch: str, job: Distributed) -> 
     """After a torchrun restart, the last checkpoint this job wrote before it failed.
 
     Rank 0 looks in ``out`` for the highest epoch whose saved settings carry this job's run id,
-    so a checkpoint of an earlier run in the same folder is never picked up; every process gets
-    rank 0's answer. For a job on several machines, ``out`` must be a folder they all share.
+    so a checkpoint of an earlier job in the same folder is not picked up; every process gets
+    rank 0's answer. The run id is torchrun's ``--rdzv-id``: a fresh one with ``--standalone``,
+    so on several machines give every job a new ``--rdzv-id``, and make ``out`` a folder they
+    all share.
     """
     found: list[str | None] = [None]
     if job.is_main:

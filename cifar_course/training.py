@@ -226,15 +226,21 @@ def quiet(message: str) -> None:
 def restart_resume(
     config: TrainConfig, arch: str, job: Distributed | None, log: Callable[[str], None]
 ) -> None:
-    """After a torchrun restart, point ``config.resume`` at this job's last checkpoint."""
+    """After a torchrun restart, point ``config.resume`` at this job's last checkpoint.
+
+    Without one yet, the restart begins where the job began: ``--resume``'s file, or epoch 1.
+    """
     if job is None:
         return
     config.run_id = job.run_id
-    if job.restart == 0 or config.resume:
+    if job.restart == 0:
         return
     found = distributed.checkpoint_to_restart_from(config.out, arch, job)
     if found is None:
-        log(f"torchrun restart {job.restart}: no checkpoint of this job yet, starting again")
+        again = f"from {config.resume}" if config.resume else "at epoch 1"
+        log(
+            f"torchrun restart {job.restart}: no checkpoint of this job yet, starting again {again}"
+        )
         return
     log(f"torchrun restart {job.restart}: resuming from {found}")
     config.resume, config.init_from = str(found), None

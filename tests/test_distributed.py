@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from cifar_course import distributed
 from cifar_course.models import build_model
-from cifar_course.training import TrainConfig, fit, seed_everything
+from cifar_course.training import TrainConfig, fit, restart_resume, seed_everything
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -236,3 +236,23 @@ def test_a_global_batch_that_does_not_split_evenly_is_refused_in_one_line(tmp_pa
         "of 2." in done.stderr
     )
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_restart_of_a_resumed_job_prefers_the_jobs_own_newer_checkpoint(
+    tmp_path, one_process_group
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    config = TrainConfig(out=str(out), resume="earlier/lesson_net_epoch03.pt")
+    notes: list[str] = []
+    restart_resume(config, "lesson_net", one_process_group, notes.append)
+    assert config.resume == "earlier/lesson_net_epoch03.pt"  # nothing of this job yet
+    assert notes == [
+        "torchrun restart 1: no checkpoint of this job yet, starting again from "
+        "earlier/lesson_net_epoch03.pt"
+    ]
+    torch.save(
+        {"model": {}, "epoch": 4, "config": {"run_id": "this-run"}}, out / "lesson_net_epoch04.pt"
+    )
+    restart_resume(config, "lesson_net", one_process_group, notes.append)
+    assert config.resume == str(out / "lesson_net_epoch04.pt")

@@ -37,7 +37,7 @@ MINUTES = re.compile(r"(\d+) min (\d+) s")
 # Outside sources that the paragraph names and no test can read.
 EXTERNAL = re.compile(r"the lecture|arXiv:|airbench", re.IGNORECASE)
 LESSON = re.compile(r"lesson (0\d)")
-LINKED_FILE = re.compile(r"\((?:\.\./)?((?:benchmarks/[^)\s]*)|README\.md)\)")
+LINKED_FILE = re.compile(r"\((?:\.\./)?((?:benchmarks/[^)\s#]*)|README\.md)(?:#[^)\s]*)?\)")
 
 # Figures that are no measurement, each with its reason.
 ANY_LESSON = {
