@@ -21,7 +21,7 @@ from .data import TensorData
 from .device import keep_freed_memory, pick_device, synchronize
 from .distributed import Distributed
 from .models import ModernNet
-from .training import TrainConfig, init_from, quiet, restart_resume, resume, save_epoch
+from .training import TrainConfig, init_from, restart_resume, resume, run_recipe, save_epoch
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -96,12 +96,7 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
     Under torchrun it trains with DistributedDataParallel (see ``cifar_course.distributed``).
     Each process then keeps its own BatchNorm batch statistics, as DDP does by default.
     """
-    config.validate()
-    job = distributed.start(config.device)
-    try:
-        return _fit_modern(config, job, log if job is None or job.is_main else quiet)
-    finally:
-        distributed.stop(job)
+    return run_recipe(_fit_modern, config, log)
 
 
 def _fit_modern(

@@ -246,17 +246,28 @@ def restart_resume(
     config.resume, config.init_from = str(found), None
 
 
+Recipe = Callable[[TrainConfig, Distributed | None, Callable[[str], None]], list[dict[str, float]]]
+
+
+def run_recipe(
+    recipe: Recipe, config: TrainConfig, log: Callable[[str], None]
+) -> list[dict[str, float]]:
+    """Validate ``config``, join torchrun's process group if there is one, run ``recipe`` with
+    this process's log (rank 0's is ``log``, the others' ``quiet``), and leave the group."""
+    config.validate()
+    job = distributed.start(config.device)
+    try:
+        return recipe(config, job, log if job is None or job.is_main else quiet)
+    finally:
+        distributed.stop(job)
+
+
 def fit(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, float]]:
     """Run the seed recipe as configured, checkpointing each epoch; return the per-epoch history.
 
     Under torchrun it trains with DistributedDataParallel (see ``cifar_course.distributed``).
     """
-    config.validate()
-    job = distributed.start(config.device)
-    try:
-        return _fit(config, job, log if job is None or job.is_main else quiet)
-    finally:
-        distributed.stop(job)
+    return run_recipe(_fit, config, log)
 
 
 def _fit(

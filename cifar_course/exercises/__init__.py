@@ -20,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import nn
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -80,6 +83,28 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     if has_blank(result):
         raise NotYet(f"{what} still returns the blank ____: replace it with your code.")
     return result
+
+
+def as_number(value: Any, what: str, meaning: str) -> float:
+    """The learner's ``value`` as a float; else ``NotYet``: "WHAT returned ...; return MEANING."."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise NotYet(f"{what} returned {short(value)}; return {meaning}.") from None
+
+
+def run_watched(
+    model: nn.Module, what: str, fn: Callable[..., Any], *args: Any
+) -> tuple[Any, list[tuple[bool, bool]]]:
+    """``run_learner`` with a hook on ``model``: each forward pass's (training mode, grad on)."""
+    seen: list[tuple[bool, bool]] = []
+    hook = model.register_forward_hook(
+        lambda module, inputs, output: seen.append((module.training, torch.is_grad_enabled()))
+    )
+    try:
+        return run_learner(what, fn, *args), seen
+    finally:
+        hook.remove()
 
 
 def short(value: Any, limit: int = 80) -> str:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import Exercise, NotYet, ____, run_learner, short
+from . import Exercise, NotYet, ____, as_number, run_learner, run_watched
 
 __all__ = ["____", "q1", "q2", "q3", "make_model", "make_loader"]
 
@@ -52,12 +52,7 @@ def _check_accuracy(accuracy: Any) -> str:
     for logits, labels in cases:
         expected = (logits.argmax(1) == labels).float().mean().item()
         got = run_learner("accuracy", accuracy, logits, labels)
-        try:
-            value = float(got)
-        except (TypeError, ValueError):
-            raise NotYet(
-                f"accuracy returned {short(got)}; return one number, the fraction correct."
-            ) from None
+        value = as_number(got, "accuracy", "one number, the fraction correct")
         case = f"for {len(labels)} images of which {int(expected * len(labels))} are right"
         if abs(value - expected) < 1e-6:
             continue
@@ -185,14 +180,7 @@ def _check_evaluate(evaluate: Any) -> str:
                 layer.running_var.uniform_(0.5, 2.0)
     model.train()  # as it is after training
     batches = make_loader(images=19, seed=_EVALUATE_SEED)  # batches of 8, 8 and 3
-    seen: list[tuple[bool, bool]] = []
-    hook = model.register_forward_hook(
-        lambda m, i, o: seen.append((m.training, torch.is_grad_enabled()))
-    )
-    try:
-        got = run_learner("evaluate", evaluate, model, batches)
-    finally:
-        hook.remove()
+    got, seen = run_watched(model, "evaluate", evaluate, model, batches)
     if not seen:
         raise NotYet("evaluate never ran the model on the batches.")
     if any(training for training, _ in seen):
@@ -205,10 +193,7 @@ def _check_evaluate(evaluate: Any) -> str:
             "autograd recorded every step of the evaluation: wrap the loop in `with "
             "torch.no_grad():`."
         )
-    try:
-        value = float(got)
-    except (TypeError, ValueError):
-        raise NotYet(f"evaluate returned {short(got)}; return the accuracy, one number.") from None
+    value = as_number(got, "evaluate", "the accuracy, one number")
     expected = _reference_evaluate(copy.deepcopy(model), batches)
     if abs(value - expected) < 1e-6:
         return (

@@ -17,7 +17,7 @@ from unittest import mock
 import torch
 from torch import nn
 
-from . import Exercise, NotYet, ____, run_learner, short
+from . import Exercise, NotYet, ____, as_number, run_learner, short
 
 __all__ = ["____", "q1", "q2", "q3", "SimulatedGPU"]
 
@@ -94,12 +94,7 @@ def _check_time_op(time_op: Any) -> str:
     warmup, repeats = 3, 10
     gpu = SimulatedGPU()
     got = run_learner("time_op", time_op, gpu.run, gpu.sync, warmup=warmup, repeats=repeats)
-    try:
-        seconds = float(got)
-    except (TypeError, ValueError):
-        raise NotYet(
-            f"time_op returned {short(got)}; return the seconds per call, one number."
-        ) from None
+    seconds = as_number(got, "time_op", "the seconds per call, one number")
     runs = gpu.log.count("run")
     ms, work_ms = seconds * 1000, gpu.work * 1000
     if runs != warmup + repeats:

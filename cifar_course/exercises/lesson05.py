@@ -13,7 +13,7 @@ from torch import nn
 from ..data import CLASSES
 from ..inference import TO_INPUT, example_photos
 from ..models import ModernNet
-from . import Exercise, NotYet, ____, run_learner, shape_text, short
+from . import Exercise, NotYet, ____, run_learner, run_watched, shape_text, short
 
 __all__ = ["____", "q1", "q2", "q3", "CLASSES", "make_model"]
 
@@ -75,6 +75,14 @@ def _check_preprocess(preprocess: Any) -> str:
     return "RGB, RGBA, grayscale and palette images all become a [1, 3, 32, 32] batch in 0..1."
 
 
+def _probability(value: Any) -> float:
+    """The probability the learner returned, as a float; else ``NotYet``."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise NotYet(f"the probability came back as {short(value)}; return a number.") from None
+
+
 def _check_top_class(top_class: Any) -> str:
     generator = torch.Generator().manual_seed(7)
     for _ in range(3):
@@ -94,12 +102,7 @@ def _check_top_class(top_class: Any) -> str:
             raise NotYet(
                 f"you chose {name!r}{hint}; the largest logit is {CLASSES[index]!r}, index {index}."
             )
-        try:
-            value = float(probability)
-        except (TypeError, ValueError):
-            raise NotYet(
-                f"the probability came back as {short(probability)}; return a number."
-            ) from None
+        value = _probability(probability)
         if abs(value - float(logits[0, index])) < 1e-5:
             raise NotYet(
                 f"you give {value:.3f} for {name!r}: that is its logit. softmax turns logits into "
@@ -138,9 +141,7 @@ def _check_classify(classify: Any, preprocess: Any = None) -> str:
         image = image.convert("RGBA")
     run_learner("preprocess", preprocess, image.copy())  # a blank there is named as such
     model = make_model()
-    seen: list[tuple[bool, bool]] = []
-    model.register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
-    got = run_learner("classify", classify, model, image, preprocess)
+    got, seen = run_watched(model, "classify", classify, model, image, preprocess)
     if not seen:
         raise NotYet("classify never ran the model.")
     if any(training for training, _ in seen):
@@ -157,12 +158,7 @@ def _check_classify(classify: Any, preprocess: Any = None) -> str:
     if not isinstance(got, tuple | list) or len(got) != 2:
         raise NotYet(f"classify returned {short(got)}; return (class name, probability).")
     name, probability = got
-    try:
-        value = float(probability)
-    except (TypeError, ValueError):
-        raise NotYet(
-            f"the probability came back as {short(probability)}; return a number."
-        ) from None
+    value = _probability(probability)
     if name != CLASSES[index] or abs(value - float(probabilities[index])) > 1e-4:
         raise NotYet(
             f"you return ({short(name)}, {value:.4f}); this network in eval mode gives "

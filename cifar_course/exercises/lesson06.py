@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..modern import triangular_lr as _triangular_lr
-from . import Exercise, NotYet, ____, run_learner, shape_text, short
+from . import Exercise, NotYet, ____, as_number, run_learner, shape_text
 
 __all__ = ["____", "q1", "q2", "q3"]
 
@@ -76,12 +76,7 @@ def _check_triangular_lr(triangular_lr: Any) -> str:
         ):
             expected = _triangular_lr(step, total, peak, warmup)
             got = run_learner("triangular_lr", triangular_lr, step, total, peak, warmup=warmup)
-            try:
-                value = float(got)
-            except (TypeError, ValueError):
-                raise NotYet(
-                    f"triangular_lr returned {short(got)}; return the learning rate, a number."
-                ) from None
+            value = as_number(got, "triangular_lr", "the learning rate, a number")
             if abs(value - expected) > 1e-9 + 1e-6 * peak:
                 where = f"at step {step} of {total} (peak {peak}, warm-up {warmup:.0%})"
                 raise NotYet(f"{where} you return {value:.6g}; the schedule gives {expected:.6g}.")
