@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "cifar10"
@@ -31,6 +33,36 @@ def data_root() -> Path:
 
 def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--quiet", *args], check=True)
+
+
+WHERE = "import cifar_course\nprint('cifar_course imported from', cifar_course.__file__)"
+
+
+@pytest.fixture(scope="session")
+def run_alone(installed, data_root):
+    """Run a notebook as Colab would: alone in an empty folder, with only the installed wheel.
+
+    A real kernel (nbclient) executes a copy of it in smoke mode; a cell appended for the test
+    proves which copy of ``cifar_course`` the kernel imported. Returns the executed notebook,
+    without that cell; a failing cell raises ``CellExecutionError``.
+    """
+
+    def run(path: Path, folder: Path) -> nbformat.NotebookNode:
+        folder.mkdir(parents=True, exist_ok=True)
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell(WHERE))
+        nbformat.write(nb, folder / path.name)  # the notebook alone, as Colab opens it
+        env = dict(os.environ, PYTHONPATH=str(installed), CIFAR_COURSE_SMOKE="1")
+        env["CIFAR_COURSE_DATA"] = str(data_root)
+        client = NotebookClient(
+            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+        )
+        client.execute(env=env)
+        where = nb.cells.pop().outputs[0].text
+        assert where.startswith(f"cifar_course imported from {installed}"), where
+        return nb
+
+    return run
 
 
 @pytest.fixture(scope="session")

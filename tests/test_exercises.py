@@ -4,7 +4,6 @@ the notebooks as a learner runs them, and names the mistake each exercise is abo
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import textwrap
 from pathlib import Path
@@ -12,7 +11,6 @@ from types import ModuleType
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from cifar_course.exercises import Exercise, Feedback
 
@@ -22,7 +20,6 @@ FOLDER = ROOT / "notebooks" / "exercises"
 EXERCISES = sorted(FOLDER.glob("[0-9][0-9]_*.ipynb"))
 SOLUTIONS = sorted((FOLDER / "solutions").glob("[0-9][0-9]_*.ipynb"))
 CHECK = re.compile(r"^(q\d)\.check\((.*)\)$")
-WHERE = "import cifar_course\nprint('cifar_course imported from', cifar_course.__file__)"
 
 
 def module_for(path: Path) -> ModuleType:
@@ -87,27 +84,14 @@ def test_solution_notebook_is_the_exercise_notebook_with_the_answers_filled_in(p
         assert exercise.cells[i + 1].source == f"# {number}.hint()\n# {number}.solution()"
 
 
-def executed(path: Path, installed: Path, folder: Path) -> nbformat.NotebookNode:
-    """``path`` run by a real kernel, alone in ``folder``, with only the installed wheel."""
-    nb = nbformat.read(path, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(WHERE))
-    env = dict(os.environ, PYTHONPATH=str(installed))
-    client = NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
-    )
-    client.execute(env=env)
-    assert nb.cells[-1].outputs[0].text.startswith(f"cifar_course imported from {installed}")
-    return nb
-
-
 def printed(cell) -> str:
     assert [o.output_type for o in cell.outputs] == ["stream"], cell.source
     return cell.outputs[0].text
 
 
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
-def test_with_the_blanks_in_place_every_check_says_not_yet(path, installed, tmp_path):
-    nb = executed(path, installed, tmp_path)
+def test_with_the_blanks_in_place_every_check_says_not_yet(path, run_alone, tmp_path):
+    nb = run_alone(path, tmp_path)
     checks = check_cells(nb)
     for i in checks:
         text = printed(nb.cells[i])
@@ -116,8 +100,8 @@ def test_with_the_blanks_in_place_every_check_says_not_yet(path, installed, tmp_
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
-def test_in_the_solutions_every_check_says_correct(path, installed, tmp_path):
-    nb = executed(path, installed, tmp_path)
+def test_in_the_solutions_every_check_says_correct(path, run_alone, tmp_path):
+    nb = run_alone(path, tmp_path)
     for i in check_cells(nb):
         text = printed(nb.cells[i])
         assert text.startswith("Correct: ") and text.count("\n") == 1, text
