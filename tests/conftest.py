@@ -54,8 +54,14 @@ def run_alone(installed, data_root):
         nbformat.write(nb, folder / path.name)  # the notebook alone, as Colab opens it
         env = dict(os.environ, PYTHONPATH=str(installed), CIFAR_COURSE_SMOKE="1")
         env["CIFAR_COURSE_DATA"] = str(data_root)
+        # A print can reach the client as several stream messages (CI once saw the path arrive
+        # apart from its first words); coalescing gives one stdout output per cell, as Jupyter shows.
         client = NotebookClient(
-            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+            nb,
+            timeout=900,
+            kernel_name="python3",
+            coalesce_streams=True,
+            resources={"metadata": {"path": str(folder)}},
         )
         client.execute(env=env)
         where = nb.cells.pop().outputs[0].text
