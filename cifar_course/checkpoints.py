@@ -205,6 +205,7 @@ def _state_dict_to_model(
         log(f"'{path}': recognised {layout}, loaded as the lesson net")
     keys = set(state)
     candidates = [arch] if arch else list(ARCHITECTURES)
+    wrong_shapes: CourseError | None = None
     for name in candidates:
         if name not in ARCHITECTURES:
             raise CourseError(f"'{path}' was saved from unknown architecture '{name}'.")
@@ -213,13 +214,16 @@ def _state_dict_to_model(
         if keys == expected:
             try:
                 model.load_state_dict(state)
-            except RuntimeError as exc:
+            except RuntimeError as exc:  # SpeedNet and SpeedNetSmall share their names: go on
                 lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-                detail = "; ".join(lines) or str(exc)
-                raise CourseError(
+                detail = "; ".join(lines[:3]) or str(exc)
+                wrong_shapes = wrong_shapes or CourseError(
                     f"'{path}' has the layer names of {name} but wrong shapes: {detail}"
-                ) from exc
+                )
+                continue
             return model
+    if wrong_shapes is not None:
+        raise wrong_shapes
     if layout is not None:  # the lesson net under names no course class uses
         return to_lesson_net(state)
     expected = set(build_model(candidates[0]).state_dict())

@@ -8,7 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import CourseError
+from .speedrun import DEFAULTS as SPEEDRUN_DEFAULTS
 from .training import TrainConfig
+
+# the speed-run recipe's defaults, on a GPU (True) and elsewhere (False)
+SPEEDRUN = {device == "cuda": d for device, d in SPEEDRUN_DEFAULTS.items()}
 
 
 def say(message: str) -> None:
@@ -29,16 +33,21 @@ def cmd_data(args: argparse.Namespace) -> int:
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "lecture": {"epochs": 10, "batch_size": 64, "lr": 1e-2, "logdir": "runs/lesson_net"},
     "modern": {"epochs": 12, "batch_size": 512, "lr": 0.2, "logdir": "runs/modern_net"},
+    "speedrun": {"logdir": "runs/speed_net"},  # epochs, batch and lr: by device, see speedrun.py
 }
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.fast and args.recipe == "modern":
+    if args.fast and args.recipe != "lecture":
         raise CourseError(
-            "--fast selects the fast loop for the lecture recipe; the modern recipe always trains "
-            "with its data in memory and channels_last. Leave out --fast."
+            f"--fast selects the fast loop for the lecture recipe; the {args.recipe} recipe always "
+            "trains with its data in memory and channels_last. Leave out --fast."
         )
     defaults = RECIPE_DEFAULTS[args.recipe]
+    if args.recipe == "speedrun":
+        from .device import pick_device
+
+        defaults = {**SPEEDRUN[pick_device(args.device).type == "cuda"], **defaults}
     config = TrainConfig(
         epochs=defaults["epochs"] if args.epochs is None else args.epochs,
         batch_size=defaults["batch_size"] if args.batch_size is None else args.batch_size,
@@ -57,6 +66,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .modern import fit_modern
 
         fit_modern(config)
+    elif args.recipe == "speedrun":
+        from .speedrun import fit_speedrun
+
+        fit_speedrun(config)
     else:
         from .training import fit
 
@@ -161,18 +174,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--recipe",
-        choices=["lecture", "modern"],
+        choices=["lecture", "modern", "speedrun"],
         default="lecture",
-        help="lecture: the lesson net as taught; modern: lesson 06's network and recipe",
+        help="lecture: the lesson net as taught; modern: lesson 06's network and recipe; "
+        "speedrun: lesson 08's (airbench94's widths on a GPU, half of them on a CPU)",
     )
-    p.add_argument("--epochs", type=int, help="default: 10 (lecture), 12 (modern)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help=f"default: 10 (lecture), 12 (modern), {SPEEDRUN[False]['epochs']} / "
+        f"{SPEEDRUN[True]['epochs']} (speedrun on a CPU / GPU)",
+    )
     p.add_argument(
         "--batch-size",
         type=int,
-        help="default: 64 (lecture), 512 (modern); under torchrun the global batch, split "
-        "evenly over the processes",
+        help=f"default: 64 (lecture), 512 (modern), {SPEEDRUN[False]['batch_size']} / "
+        f"{SPEEDRUN[True]['batch_size']} (speedrun on a CPU / GPU); under torchrun the global "
+        "batch, split evenly over the processes",
     )
-    p.add_argument("--lr", type=float, help="SGD (peak) learning rate; default 0.01 / 0.2")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="SGD (peak) learning rate; default 0.01 (lecture), 0.2 (modern), "
+        f"{SPEEDRUN[False]['lr']} / {SPEEDRUN[True]['lr']} (speedrun on a CPU / GPU)",
+    )
     p.add_argument(
         "--device",
         default=defaults.device,
@@ -189,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--logdir",
         metavar="DIR",
-        help="TensorBoard log folder (default: runs/lesson_net, or runs/modern_net)",
+        help="TensorBoard log folder (default: runs/lesson_net, runs/modern_net or "
+        "runs/speed_net)",
     )
     p.add_argument(
         "--resume",

@@ -95,10 +95,83 @@ class ModernNet(nn.Module):
         return self.layers((x - self.mean) / self.std) / 8
 
 
+BN_MOMENTUM = 0.4  # PyTorch's convention: weight of the newest batch in the running averages
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with a learned shift but no learned scale: the scale stays 1.
+
+    The layer after it is a convolution, which can scale its own weights: a second scale only
+    gives the optimizer two ways of doing one thing.
+    """
+    bn = nn.BatchNorm2d(channels, momentum=BN_MOMENTUM, eps=1e-12)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+class ConvGroup(nn.Sequential):
+    """conv 3x3, max-pool 2x2, BatchNorm, GELU, conv 3x3, BatchNorm, GELU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            batch_norm(c_out),
+            nn.GELU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            batch_norm(c_out),
+            nn.GELU(),
+        )
+
+
+class SpeedNet(nn.Module):
+    """Lesson 08's network: a frozen whitening layer, three ``ConvGroup`` s (31, 15, 7, 3 px) and
+    a linear head; airbench94's shape and widths (see ``cifar_course.speedrun``)."""
+
+    widths: tuple[int, int, int] = (64, 256, 256)
+    whiten_kernel = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        w1, w2, w3 = self.widths
+        patch = 3 * self.whiten_kernel * self.whiten_kernel
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+        # Each whitening filter comes with its negative: GELU then keeps both signs of it.
+        self.whiten = nn.Conv2d(3, 2 * patch, self.whiten_kernel, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.layers = nn.Sequential(
+            nn.GELU(),
+            ConvGroup(2 * patch, w1),
+            ConvGroup(w1, w2),
+            ConvGroup(w2, w3),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Linear(w3, 10, bias=False),
+        )
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] to CIFAR-10's zero mean and unit standard deviation per channel."""
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: images in [0, 1], as the lesson net takes them."""
+        # The max-pooled features are large; scaling the logits keeps the first steps stable.
+        return self.layers(self.whiten(self.normalize(x))) / 9
+
+
+class SpeedNetSmall(SpeedNet):
+    """``SpeedNet`` at half the width, for CPUs: about a quarter of the multiply-adds."""
+
+    widths = (32, 128, 128)
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "lesson_net": LessonNet,
     "lesson_net_sequential": LessonNetSequential,
     "modern_net": ModernNet,
+    "speed_net": SpeedNet,
+    "speed_net_small": SpeedNetSmall,
 }
 
 

@@ -55,7 +55,7 @@ def run_alone(installed, data_root):
         env = dict(os.environ, PYTHONPATH=str(installed), CIFAR_COURSE_SMOKE="1")
         env["CIFAR_COURSE_DATA"] = str(data_root)
         # A print can reach the client as several stream messages (CI once saw the path arrive
-        # apart from its first words); coalescing gives one stdout output per cell, as Jupyter shows.
+        # apart from its first words); coalescing gives one output per stream, as Jupyter shows.
         client = NotebookClient(
             nb,
             timeout=900,

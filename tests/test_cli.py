@@ -168,11 +168,30 @@ def test_each_recipe_has_its_own_defaults(monkeypatch):
     assert (modern_chosen.epochs, modern_chosen.batch_size, modern_chosen.lr) == (3, 512, 0.1)
 
 
-def test_fast_with_the_modern_recipe_is_refused_before_anything_runs(monkeypatch, capsys, tmp_path):
-    from cifar_course import modern
+def test_the_speedrun_recipe_takes_its_defaults_from_the_device(monkeypatch):
+    from cifar_course import device, speedrun
+
+    seen = []
+    monkeypatch.setattr(speedrun, "fit_speedrun", seen.append)
+    assert main(["train", "--recipe", "speedrun", "--device", "cpu"]) == 0
+    monkeypatch.setattr(device.torch.cuda, "is_available", lambda: True)
+    assert main(["train", "--recipe", "speedrun", "--device", "cuda", "--batch-size", "256"]) == 0
+    on_cpu, on_gpu = seen
+    assert (on_cpu.epochs, on_cpu.batch_size, on_cpu.lr) == (8, 512, 0.2)
+    assert on_cpu.logdir == "runs/speed_net" and on_cpu.recipe == "speedrun"
+    assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 256, 0.4)
+
+
+@pytest.mark.parametrize("recipe", ["modern", "speedrun"])
+def test_fast_with_another_recipe_is_refused_before_anything_runs(
+    monkeypatch, capsys, tmp_path, recipe
+):
+    from cifar_course import modern, speedrun
 
     monkeypatch.setattr(modern, "fit_modern", lambda config: pytest.fail("must not train"))
+    monkeypatch.setattr(speedrun, "fit_speedrun", lambda config: pytest.fail("must not train"))
     out = tmp_path / "ck"
-    assert main(["train", "--recipe", "modern", "--fast", "--out", str(out)]) == 1
-    assert "Leave out --fast" in capsys.readouterr().err
+    assert main(["train", "--recipe", recipe, "--fast", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"the {recipe} recipe always trains" in err and "Leave out --fast" in err
     assert not out.exists()

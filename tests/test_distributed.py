@@ -128,12 +128,15 @@ def test_end_to_end_two_processes_train_once_save_once_and_learn(tmp_path, data_
     assert f"{accuracy:.2f}% on 1,000 images" in evaluated.stdout
 
 
-def test_the_modern_recipe_trains_under_torchrun_too(tmp_path, data_root):
-    done = torchrun(tmp_path, 2, "--recipe", "modern", "--epochs", "1", "--batch-size", "128")
+@pytest.mark.parametrize(
+    ("recipe", "arch"), [("modern", "modern_net"), ("speedrun", "speed_net_small")]
+)
+def test_the_other_recipes_train_under_torchrun_too(tmp_path, data_root, recipe, arch):
+    done = torchrun(tmp_path, 2, "--recipe", recipe, "--epochs", "1", "--batch-size", "128")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "training modern_net on 2 processes (cpu, DDP)" in done.stdout
+    assert f"training {arch}" in done.stdout and "on 2 processes (cpu, DDP)" in done.stdout
     assert done.stdout.count("final test accuracy") == 1
-    state = weights(tmp_path / "out" / "modern_net_epoch01.pt")
+    state = weights(tmp_path / "out" / f"{arch}_epoch01.pt")
     assert not any(k.startswith("module.") for k in state)
 
 
