@@ -43,7 +43,10 @@ torchvision.__version__, torch.cuda.get_device_name(), 'CPUs', __import__('os').
 
 if [ "$mode" = smoke ]; then
   export CIFAR_COURSE_SMOKE=1
-  step smoke_tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_fast.py
+  step smoke_tests 180 python3 -m pytest -q -p no:cacheprovider tests/test_fast.py \
+    tests/test_speedrun.py
+  step smoke_speedrun 60 python3 -m cifar_course train --recipe speedrun --device cuda \
+    --epochs 2 --batch-size 256 --out /tmp/smoke_ck --logdir /tmp/smoke_tb
   step smoke_benchmark 60 python3 -m cifar_course benchmark --device cuda --epochs 1
   step smoke_modern 60 python3 -m cifar_course train --recipe modern --device cuda --epochs 2 \
     --out /tmp/smoke_ck --logdir /tmp/smoke_tb
@@ -51,6 +54,9 @@ if [ "$mode" = smoke ]; then
 fi
 
 step data 60 python3 -m cifar_course data
+# The speed-run recipe (issue 16): 5 seeds of SpeedNet, mean and spread, in $OUT/speedrun/
+TAIL=14 step speedrun 300 python3 tools/speedrun_seeds.py --seeds 0 1 2 3 4 --device cuda \
+  --out "$OUT/speedrun"
 TAIL=14 step benchmark 300 python3 -m cifar_course benchmark --device cuda --epochs 10
 step modern 150 python3 -m cifar_course train --recipe modern --device cuda \
   --out /tmp/modern_ck --logdir /tmp/modern_tb
