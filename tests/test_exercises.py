@@ -994,6 +994,159 @@ MISTAKES = [
         """,
         "the keys start with 'module.'",
     ),
+    (
+        "08",
+        "q1",
+        """
+        def whitening_filters(patches, eps):
+            centred = patches - patches.mean(0)
+            eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / (len(patches) - 1))
+            return eigenvectors.T
+        """,
+        "their variances are the eigenvalues",
+    ),
+    (
+        "08",
+        "q1",
+        """
+        def whitening_filters(patches, eps):
+            centred = patches - patches.mean(0)
+            eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / (len(patches) - 1))
+            return eigenvectors.T / (eigenvalues + eps)[:, None]
+        """,
+        "not by the eigenvalue itself",
+    ),
+    (
+        "08",
+        "q1",
+        """
+        def whitening_filters(patches, eps):
+            centred = patches - patches.mean(0)
+            eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / (len(patches) - 1))
+            return eigenvectors / torch.sqrt(eigenvalues + eps)[:, None]
+        """,
+        "The eigenvectors are the columns of what torch.linalg.eigh returns",
+    ),
+    (
+        "08",
+        "q1",
+        """
+        def whitening_filters(patches, eps):
+            eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / (len(patches) - 1))
+            return eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]
+        """,
+        "subtract patches.mean(0) before computing the covariance",
+    ),
+    (
+        "08",
+        "q1",
+        """
+        def whitening_filters(patches, eps):
+            centred = patches - patches.mean(0)
+            eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / (len(patches) - 1))
+            return eigenvectors.T / torch.sqrt(eigenvalues)[:, None]
+        """,
+        "add eps to each eigenvalue before the square root",
+    ),
+    (
+        "08",
+        "q2",
+        """
+        def flips_for_epoch(base, epoch):
+            return base
+        """,
+        "epochs 0 and 1 mirror the same images",
+    ),
+    (
+        "08",
+        "q2",
+        """
+        def flips_for_epoch(base, epoch):
+            return ~base if epoch % 2 == 0 else base
+        """,
+        "in epoch 0 mirror exactly the images of the first, random choice",
+    ),
+    (
+        "08",
+        "q2",
+        """
+        def flips_for_epoch(base, epoch):
+            return base ^ (epoch % 2)
+        """,
+        "torch.where needs True/False (torch.bool)",
+    ),
+    (
+        "08",
+        "q2",
+        """
+        def flips_for_epoch(base, epoch):
+            flipped = base.clone()
+            flipped[: epoch % 2 * 250] ^= True  # only the first half changes side
+            return flipped
+        """,
+        "only 250 of 500 images changed side",
+    ),
+    (
+        "08",
+        "q3",
+        """
+        @torch.no_grad()
+        def ema_update(average, current, decay):
+            for name, tensor in average.items():
+                if tensor.is_floating_point():
+                    tensor.mul_(1 - decay).add_(current[name], alpha=decay)
+                else:
+                    tensor.copy_(current[name])
+        """,
+        "decay is the share the average keeps",
+    ),
+    (
+        "08",
+        "q3",
+        """
+        def ema_update(average, current, decay):
+            return {k: decay * v + (1 - decay) * current[k] for k, v in average.items()}
+        """,
+        "update its tensors in place",
+    ),
+    (
+        "08",
+        "q3",
+        """
+        @torch.no_grad()
+        def ema_update(average, current, decay):
+            for name, tensor in average.items():
+                if tensor.is_floating_point():
+                    tensor.lerp_(current[name], 1 - decay)
+        """,
+        "is a counter (integers), not a weight: copy it",
+    ),
+    (
+        "08",
+        "q3",
+        """
+        @torch.no_grad()
+        def ema_update(average, current, decay):
+            for name, tensor in average.items():
+                tensor.lerp_(current[name], 1 - decay)
+        """,
+        "ema_update raised NotImplementedError",
+    ),
+    (
+        "08",
+        "q3",
+        """
+        @torch.no_grad()
+        def ema_update(average, current, decay):
+            for name, tensor in average.items():
+                if tensor.is_floating_point():
+                    current[name].lerp_(tensor, decay)
+                    tensor.copy_(current[name])
+                else:
+                    tensor.copy_(current[name])
+        """,
+        "only the average should move",
+    ),
 ]
 
 # Right answers written differently from the reference: each must get Correct.
@@ -1104,6 +1257,35 @@ ALTERNATIVES = [
         """
         def average_gradients(per_process):
             return [torch.stack(grads).mean(0) for grads in zip(*per_process)]
+        """,
+    ),
+    (
+        "08",
+        """
+        def whitening_filters(patches, eps):  # ZCA: rotated back, as white as the reference
+            covariance = torch.cov(patches.T)
+            eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+            return eigenvectors @ torch.diag(1 / torch.sqrt(eigenvalues + eps)) @ eigenvectors.T
+        """,
+    ),
+    (
+        "08",
+        """
+        def flips_for_epoch(base, epoch):
+            return base.logical_xor(torch.tensor(epoch % 2 == 1))
+        """,
+    ),
+    (
+        "08",
+        """
+        @torch.no_grad()
+        def ema_update(average, current, decay):
+            for name, tensor in average.items():
+                if tensor.dtype.is_floating_point:
+                    tensor.lerp_(current[name], 1 - decay)
+                else:
+                    tensor.copy_(current[name])
+            return average
         """,
     ),
 ]
