@@ -1071,6 +1071,17 @@ MISTAKES = [
         "q2",
         """
         def flips_for_epoch(base, epoch):
+            if epoch % 2 == 1:
+                base.logical_not_()
+            return base
+        """,
+        "your function changed base itself",
+    ),
+    (
+        "08",
+        "q2",
+        """
+        def flips_for_epoch(base, epoch):
             return base ^ (epoch % 2)
         """,
         "torch.where needs True/False (torch.bool)",
@@ -1108,6 +1119,22 @@ MISTAKES = [
             return {k: decay * v + (1 - decay) * current[k] for k, v in average.items()}
         """,
         "update its tensors in place",
+    ),
+    (
+        "08",
+        "q3",
+        """
+        @torch.no_grad()
+        def ema_update(average, current, decay):
+            for name, tensor in average.items():
+                if "running" in name:  # BatchNorm's statistics left behind
+                    continue
+                if tensor.is_floating_point():
+                    tensor.lerp_(current[name], 1 - decay)
+                else:
+                    tensor.copy_(current[name])
+        """,
+        "running_mean is not 0.9 * average + 0.1 * current",
     ),
     (
         "08",

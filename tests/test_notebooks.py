@@ -26,6 +26,7 @@ EXPECTED = [
     "05_inference",
     "06_faster_and_better",
     "07_multiple_gpus",
+    "08_speedrun",
 ]
 
 

@@ -45,6 +45,6 @@ def test_readme_has_no_placeholder_left_unfilled():
 
 def test_readme_is_for_learners_and_links_the_measurement_record():
     readme = (ROOT / "README.md").read_text()
-    assert len(readme) <= 15_000, len(readme)  # measurement history goes to benchmarks/README.md
+    assert len(readme) <= 16_000, len(readme)  # measurement history goes to benchmarks/README.md
     assert "(benchmarks/README.md" in readme and (ROOT / "benchmarks" / "README.md").is_file()
     assert "make lab" in readme

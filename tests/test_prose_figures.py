@@ -69,6 +69,14 @@ NOT_MEASURED: dict[str, dict[str, str]] = {
         "32 MiB": "glibc's default mmap threshold",
     },
     "07_multiple_gpus": {},
+    "08_speedrun": {
+        "94%": "the speed-runs' target",
+        "5,000": "how many training images the whitening uses, a setting (speedrun.WHITEN_IMAGES)",
+        "1,000": "how many test images the whitening check uses, a setting in the cell below it",
+        "23%": "the warm-up share of the schedule, a setting (speedrun.WARMUP)",
+        "20%": "lesson 06's warm-up share, a setting in cifar_course.modern",
+        "92%": "the course's CPU goal for the speed-run (issue 16), not a result",
+    },
 }
 
 

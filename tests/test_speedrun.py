@@ -51,6 +51,14 @@ def test_whitening_filters_make_the_patches_covariance_the_identity(images):
     # on images the filters never saw, still close: within 0.15 (0.07 measured)
     on_new = covariance(nn.functional.conv2d(held_out, filters))
     assert (on_new - identity).abs().max() < 0.15
+    # with the recipe's eps, the variance along a direction of variance lambda is
+    # lambda / (lambda + eps), largest first
+    rows = nn.functional.unfold(fit, 2).transpose(1, 2).reshape(-1, 12).double()
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(rows.T)).flip(0)
+    variances = torch.diag(covariance(nn.functional.conv2d(fit, whitening_filters(fit))))
+    expected = eigenvalues / (eigenvalues + speedrun.WHITEN_EPS)
+    assert torch.allclose(variances, expected, atol=2e-3)
+    assert expected.min() < 0.9  # eps matters for the smallest directions of real patches
 
 
 def test_the_first_layer_of_the_network_whitens_real_patches(images):
@@ -66,8 +74,38 @@ def test_the_first_layer_of_the_network_whitens_real_patches(images):
     assert off_diagonal.abs().max() < 0.05  # uncorrelated
     # unit variance, less where eps dominates the smallest eigenvalues: lambda / (lambda + eps)
     assert torch.all(torch.diag(c) > 0.5) and torch.all(torch.diag(c) < 1.1)
-    assert first.mean(dim=(0, 2, 3)).abs().max() < 0.1  # the bias centres the outputs
     assert not model.whiten.weight.requires_grad
+
+
+def test_the_whitening_bias_centres_the_outputs(images):
+    model = SpeedNetSmall()
+    brighter = images[:1000] * 0.5 + 0.3  # a data set whose mean patch is far from 0
+    init_whitening(model, brighter)
+    with torch.no_grad():
+        centred = model.whiten(model.normalize(brighter)).mean(dim=(0, 2, 3))
+        model.whiten.bias.zero_()
+        uncentred = model.whiten(model.normalize(brighter)).mean(dim=(0, 2, 3))
+    assert centred.abs().max() < 1e-3
+    assert uncentred.abs().max() > 0.5
+
+
+def test_the_optimizer_groups_and_the_whitening_bias_freeze():
+    model = SpeedNetSmall()
+    optimizer = speedrun.make_optimizer(model)
+    decay, rest, bias = optimizer.param_groups
+    named = dict(model.named_parameters())
+    assert {id(p) for p in decay["params"]} == {
+        id(p) for n, p in named.items() if p.ndim > 1 and n != "whiten.weight"
+    }
+    assert decay["weight_decay"] == 5e-4 and rest["weight_decay"] == bias["weight_decay"] == 0
+    assert all(p.ndim == 1 and p.requires_grad for p in rest["params"])  # BatchNorm shifts
+    assert bias["params"] == [model.whiten.bias]
+    assert not any(p is model.whiten.weight for g in optimizer.param_groups for p in g["params"])
+    assert all(g["nesterov"] and g["momentum"] == 0.9 for g in optimizer.param_groups)
+    speedrun.set_lr(optimizer, 0.1, epoch=speedrun.WHITEN_BIAS_EPOCHS - 1)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.1, 0.1]
+    speedrun.set_lr(optimizer, 0.1, epoch=speedrun.WHITEN_BIAS_EPOCHS)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.1, 0.0]
 
 
 def test_ema_is_the_exponential_moving_average_it_claims():
@@ -123,9 +161,12 @@ def test_the_training_run_shows_each_image_mirrored_in_alternate_epochs(
                 index, flipped = key[image.cpu().contiguous().numpy().tobytes()]
                 seen[-1][index] = flipped
 
+    live = []
+
     def model_for(device):
         model = SpeedNetSmall()
         model.register_forward_pre_hook(record)
+        live.append(model)
         return model
 
     monkeypatch.setattr(speedrun, "translate", lambda images, generator: images)
@@ -147,6 +188,10 @@ def test_the_training_run_shows_each_image_mirrored_in_alternate_epochs(
     for before, after in zip(epochs, epochs[1:], strict=False):
         assert all(after[i] != before[i] for i in before)
     assert 0.4 < sum(epochs[0].values()) / len(train) < 0.6
+    # the checkpoint holds the weight average, not the last weights
+    saved = torch.load(tmp_path / "o" / "speed_net_small_epoch03.pt", weights_only=True)["model"]
+    weight = "layers.3.4.weight"
+    assert not torch.allclose(saved[weight], live[0].state_dict()[weight].cpu())
 
 
 def test_the_recipe_beats_the_lecture_net_on_the_slice(data_root, tmp_path, capsys):
