@@ -101,8 +101,8 @@ BN_MOMENTUM = 0.4  # PyTorch's convention: weight of the newest batch in the run
 def batch_norm(channels: int) -> nn.BatchNorm2d:
     """BatchNorm with a learned shift but no learned scale: the scale stays 1.
 
-    The layer after it is a convolution, which can scale its own weights: a second scale only
-    gives the optimizer two ways of doing one thing.
+    The speed-runs found the scale does not help here: the next convolution can scale its own
+    weights, so a per-channel scale mostly gives the optimizer a second way of doing one thing.
     """
     bn = nn.BatchNorm2d(channels, momentum=BN_MOMENTUM, eps=1e-12)
     bn.weight.requires_grad_(False)
@@ -156,8 +156,12 @@ class SpeedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: images in [0, 1], as the lesson net takes them."""
+        # The whitening layer runs in fp32 even under bf16 autocast: its filters for the smallest
+        # eigenvalues are large and nearly cancel, which bf16's 8 bits of mantissa would blur.
+        with torch.autocast(x.device.type, enabled=False):
+            x = self.whiten(self.normalize(x.float()))
         # The max-pooled features are large; scaling the logits keeps the first steps stable.
-        return self.layers(self.whiten(self.normalize(x))) / 9
+        return self.layers(x) / 9
 
 
 class SpeedNetSmall(SpeedNet):

@@ -34,12 +34,16 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> t
 def translate(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Shift each image by a random 0 to 2 pixels in each direction (reflect-padded).
 
-    One gather for the whole batch: no loop over the 25 possible shifts, and on a GPU no wait for
-    it (a mask per shift would need a ``nonzero`` each, and every one makes the CPU wait).
+    One gather for the whole batch, with no loop over the 25 possible shifts. On a GPU the shifts
+    (drawn on the CPU, so that a seed gives the same images everywhere) travel from pinned memory
+    without making the CPU wait for the GPU.
     """
     n, device = len(images), images.device
     padded = nn.functional.pad(images, (2, 2, 2, 2), mode="reflect")
-    shifts = torch.randint(0, 5, (n, 2), generator=generator).to(device)
+    shifts = torch.randint(0, 5, (n, 2), generator=generator)
+    if device.type == "cuda":
+        shifts = shifts.pin_memory().to(device, non_blocking=True)
+    shifts = shifts.to(device)
     pixels = torch.arange(32, device=device)
     rows = (shifts[:, 0, None] + pixels)[:, None, :, None]  # [n, 1, 32, 1]
     cols = (shifts[:, 1, None] + pixels)[:, None, None, :]  # [n, 1, 1, 32]

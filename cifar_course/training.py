@@ -169,9 +169,10 @@ def resume(
     state = load_checkpoint(config.resume, map_location=device)
     arch = arch_name(model)
     if state.get("arch") != arch:
+        device = " on the same kind of device (a GPU or a CPU)" if "speed_net" in arch else ""
         raise CourseError(
             f"'{config.resume}' was saved from {state.get('arch')}, not {arch}; resume it with "
-            "the --recipe that wrote it."
+            f"the --recipe that wrote it{device}."
         )
     model.load_state_dict(state["model"])
     if state["optimizer"] is not None:
@@ -197,7 +198,8 @@ def init_from(config: TrainConfig, model: nn.Module, log: Callable[[str], None] 
     except ValueError as exc:
         raise CourseError(
             f"--init-from '{config.init_from}' holds {arch_name(source)}, which does not fit "
-            f"{arch_name(model)}: choose the --recipe that trained it."
+            f"{arch_name(model)}: choose the --recipe that trained it"
+            + (" and the same kind of device." if "speed_net" in arch_name(model) else ".")
         ) from exc
     log(f"starting from the weights in {config.init_from} (epoch 1, new optimizer state)")
 

@@ -101,9 +101,15 @@ def _check_whitening(whitening_filters: Any) -> str:
 
 def _check_alternating(flips_for_epoch: Any) -> str:
     base = torch.rand(500, generator=torch.Generator().manual_seed(0)) < 0.5
+    original = base.clone()
     seen = []
-    for epoch in range(6):
-        got = run_learner("flips_for_epoch", flips_for_epoch, base.clone(), epoch)
+    for epoch in range(6):  # one tensor for every epoch, as a training loop passes it
+        got = run_learner("flips_for_epoch", flips_for_epoch, base, epoch)
+        if not torch.equal(base, original):
+            raise NotYet(
+                f"in epoch {epoch} your function changed base itself: the next epoch would start "
+                "from the wrong choice. Return a new tensor (~base), do not flip in place."
+            )
         if not isinstance(got, torch.Tensor) or got.shape != base.shape:
             raise NotYet(
                 f"return one True/False per image, a tensor of shape [500]; for epoch {epoch} you "
@@ -112,9 +118,9 @@ def _check_alternating(flips_for_epoch: Any) -> str:
         if got.dtype != torch.bool:
             raise NotYet(
                 f"your result holds {got.dtype}; torch.where needs True/False (torch.bool). "
-                "~base flips a bool tensor; base ^ 1 or 1 - base changes its type."
+                "~base flips a bool tensor; base ^ 1 or base + 1 changes its type."
             )
-        seen.append(got)
+        seen.append(got.clone())
     if not torch.equal(seen[0], base):
         raise NotYet("in epoch 0 mirror exactly the images of the first, random choice: base.")
     for epoch in range(1, 6):
@@ -138,7 +144,11 @@ def _check_ema(ema_update: Any) -> str:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p))
-        model.layers[1][2].num_batches_tracked.fill_(7)
+        for module in model.modules():  # BatchNorm's running statistics move too
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.add_(torch.randn_like(module.running_mean))
+                module.running_var.mul_(2)
+                module.num_batches_tracked.fill_(7)
     current = {k: v.clone() for k, v in model.state_dict().items()}
     before = {k: v.clone() for k, v in average.state_dict().items()}
     run_learner("ema_update", ema_update, average.state_dict(), model.state_dict(), 0.9)
