@@ -43,6 +43,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--fast selects the fast loop for the lecture recipe; the {args.recipe} recipe always "
             "trains with its data in memory and channels_last. Leave out --fast."
         )
+    if args.ema is not None and args.recipe != "speedrun":
+        raise CourseError(
+            f"--ema/--no-ema switch the speedrun recipe's weight average; the {args.recipe} recipe "
+            "has none. Leave the flag out, or add --recipe speedrun."
+        )
     defaults = RECIPE_DEFAULTS[args.recipe]
     if args.recipe == "speedrun":
         from .device import pick_device
@@ -61,6 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle,
         fast=args.fast,
         recipe=args.recipe,
+        ema=args.ema,
     )
     if args.recipe == "modern":
         from .modern import fit_modern
@@ -232,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--fast",
         action="store_true",
         help="lecture recipe, faster loop: data in memory, channels_last, mixed precision",
+    )
+    p.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        help="speedrun: evaluate and save an exponential moving average of the weights instead of "
+        f"the last weights; default: {'on' if SPEEDRUN[False]['ema'] else 'off'} / "
+        f"{'on' if SPEEDRUN[True]['ema'] else 'off'} (CPU / GPU)",
     )
     add_trust_flag(p)
     p.set_defaults(func=cmd_train)

@@ -152,10 +152,10 @@ class EMA:
                 average.copy_(current[name])
 
 
-DEFAULTS: dict[str, dict[str, float | int]] = {
-    # epochs, global batch, peak learning rate (for SGD on the mean loss of a batch)
-    "cuda": {"epochs": 10, "batch_size": 1024, "lr": 0.4},
-    "cpu": {"epochs": 8, "batch_size": 512, "lr": 0.2},
+DEFAULTS: dict[str, dict[str, float | int | bool]] = {
+    # epochs, global batch, peak learning rate (for SGD on the mean loss of a batch), weight EMA
+    "cuda": {"epochs": 10, "batch_size": 1024, "lr": 0.4, "ema": True},
+    "cpu": {"epochs": 8, "batch_size": 512, "lr": 0.2, "ema": True},
 }
 
 
@@ -204,7 +204,11 @@ def _fit_speedrun(
         start, history = resume(config, model, optimizer, device, log)
     if config.init_from:
         init_from(config, model, log)
-    ema = EMA(model) if main else None  # only rank 0 evaluates and saves
+    use_ema = bool(DEFAULTS["cuda" if device.type == "cuda" else "cpu"]["ema"])
+    if config.ema is not None:
+        use_ema = config.ema
+    ema = EMA(model) if main and use_ema else None  # only rank 0 evaluates and saves
+    tested = model if ema is None else ema.model  # the weights evaluated and saved
     train_model = model if job is None else distributed.wrap(model, job)
     test = TensorData(False, device) if main else None
     share = len(train) if job is None else -(-len(train) // job.world_size)
@@ -218,7 +222,7 @@ def _fit_speedrun(
         f"training {arch_name(model)} (widths {'/'.join(map(str, model.widths))}) on "
         f"{distributed.describe(job, device)}: {config.epochs} epochs, batch {config.batch_size}, "
         f"peak lr {config.lr}, {'bf16 autocast' if amp else 'fp32'}, whitening, alternating "
-        "flips, weight EMA, flip+shift TTA"
+        f"flips, {'weight EMA' if use_ema else 'no weight EMA'}, flip+shift TTA"
     )
     flips = torch.rand(len(train), generator=torch.Generator().manual_seed(config.seed)) < 0.5
     flips = flips.to(device)
@@ -252,9 +256,9 @@ def _fit_speedrun(
             seconds = time.perf_counter() - began + (whiten_seconds if epoch == 0 else 0.0)
             train_loss = distributed.mean_over_processes((total_loss / seen).item(), job)
             if main:
-                assert test is not None and writer is not None and ema is not None
+                assert test is not None and writer is not None
                 last = epoch + 1 == config.epochs
-                accuracies = evaluate_tta(ema.model, test, tta=last)
+                accuracies = evaluate_tta(tested, test, tta=last)
                 writer.add_scalar("train_loss", train_loss, step)
                 for name, value in accuracies.items():
                     writer.add_scalar(_HISTORY_KEYS[name], value, epoch + 1)
@@ -267,9 +271,9 @@ def _fit_speedrun(
                         **{_HISTORY_KEYS[name]: value for name, value in accuracies.items()},
                     }
                 )
-                # The checkpoint holds the average, the weights that are evaluated; resuming
-                # restarts the average from them.
-                path = save_epoch(config, ema.model, optimizer, epoch + 1, history)
+                # With the EMA, the checkpoint holds the average, the weights that are evaluated;
+                # resuming restarts the average from them.
+                path = save_epoch(config, tested, optimizer, epoch + 1, history)
                 log(
                     f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
                     f"test accuracy {accuracies['plain']:.2%}  ({seconds:.1f} s)  saved {path}"
