@@ -43,10 +43,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--fast selects the fast loop for the lecture recipe; the {args.recipe} recipe always "
             "trains with its data in memory and channels_last. Leave out --fast."
         )
-    if args.ema is not None and args.recipe != "speedrun":
+    if args.ema and args.recipe != "speedrun":
         raise CourseError(
-            f"--ema/--no-ema switch the speedrun recipe's weight average; the {args.recipe} recipe "
-            "has none. Leave the flag out, or add --recipe speedrun."
+            f"--ema adds a weight average to the speedrun recipe; the {args.recipe} recipe has "
+            "none. Leave out --ema, or add --recipe speedrun."
         )
     defaults = RECIPE_DEFAULTS[args.recipe]
     if args.recipe == "speedrun":
@@ -220,8 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--logdir",
         metavar="DIR",
-        help="TensorBoard log folder (default: runs/lesson_net, runs/modern_net or "
-        "runs/speed_net)",
+        help="TensorBoard log folder (default: runs/lesson_net, runs/modern_net or runs/speed_net)",
     )
     p.add_argument(
         "--resume",
@@ -241,10 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ema",
-        action=argparse.BooleanOptionalAction,
+        action="store_true",
         help="speedrun: evaluate and save an exponential moving average of the weights instead of "
-        f"the last weights; default: {'on' if SPEEDRUN[False]['ema'] else 'off'} / "
-        f"{'on' if SPEEDRUN[True]['ema'] else 'off'} (CPU / GPU)",
+        "the last weights (lesson 08 measures whether it pays)",
     )
     add_trust_flag(p)
     p.set_defaults(func=cmd_train)

@@ -55,13 +55,20 @@ def translate(images: torch.Tensor, generator: torch.Generator | None = None) ->
     return out
 
 
-def triangular_lr(step: int, total: int, peak: float, warmup: float = 0.2) -> float:
-    """Learning rate at ``step``: linear from 0 to ``peak`` over the first ``warmup`` of training,
-    then linearly down to 0."""
+def triangular_lr(
+    step: int,
+    total: int,
+    peak: float,
+    warmup: float = 0.2,
+    start: float = 0.0,
+    end: float = 0.0,
+) -> float:
+    """Learning rate at ``step``: linear from ``start * peak`` to ``peak`` over the first
+    ``warmup`` of training, then linearly down to ``end * peak`` (by default from 0 and to 0)."""
     rise = max(1, int(total * warmup))
     if step < rise:
-        return peak * step / rise
-    return peak * max(0.0, (total - step) / max(1, total - rise))
+        return peak * (start + (1 - start) * step / rise)
+    return peak * (end + (1 - end) * max(0.0, (total - step) / max(1, total - rise)))
 
 
 _HISTORY_KEYS = {
@@ -113,15 +120,77 @@ def fit_modern(config: TrainConfig, log: Callable[[str], None] = print) -> list[
     return run_recipe(_fit_modern, config, log)
 
 
-def _fit_modern(
-    config: TrainConfig, job: Distributed | None, log: Callable[[str], None]
-) -> list[dict[str, float]]:
-    main = job is None or job.is_main
+def start_process(config: TrainConfig, job: Distributed | None) -> tuple[bool, torch.device, int]:
+    """Common start of both in-memory recipes: (is this the main process, its device, its share
+    of the batch). Seeds torch and, on a CPU, keeps freed memory for the next step."""
     device = job.device if job is not None else pick_device(config.device)
-    batch_size = distributed.per_process_batch(config.batch_size, job)
     if device.type == "cpu":
         keep_freed_memory()  # about a quarter faster on Linux CPUs at batch 512; see its docstring
     torch.manual_seed(config.seed)
+    main = job is None or job.is_main
+    return main, device, distributed.per_process_batch(config.batch_size, job)
+
+
+def steps_per_epoch(images: int, batch_size: int, job: Distributed | None) -> int:
+    """Optimizer steps in one epoch of ``images`` for this process (its share under torchrun)."""
+    share = images if job is None else -(-images // job.world_size)
+    return -(-share // batch_size)
+
+
+def end_epoch(
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    test: TensorData,
+    writer: SummaryWriter,
+    history: list[dict[str, float]],
+    log: Callable[[str], None],
+    *,
+    epoch: int,
+    step: int,
+    train_loss: float,
+    seconds: float,
+) -> None:
+    """Rank 0's end of an epoch (``epoch`` counts from 1): test ``model``, log to TensorBoard,
+    append a row to ``history``, save a checkpoint of ``model`` and print one line."""
+    # 6-view test-time augmentation costs 6 passes over the test set: last epoch only
+    accuracies = evaluate_tta(model, test, tta=epoch == config.epochs)
+    writer.add_scalar("train_loss", train_loss, step)
+    for name, value in accuracies.items():
+        writer.add_scalar(_HISTORY_KEYS[name], value, epoch)
+    writer.flush()
+    history.append(
+        {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "seconds": seconds,
+            **{_HISTORY_KEYS[name]: value for name, value in accuracies.items()},
+        }
+    )
+    path = save_epoch(config, model, optimizer, epoch, history)
+    log(
+        f"epoch {epoch:2d}/{config.epochs}  train loss {train_loss:.4f}  "
+        f"test accuracy {accuracies['plain']:.2%}  ({seconds:.1f} s)  saved {path}"
+    )
+
+
+def log_final(history: list[dict[str, float]], log: Callable[[str], None]) -> None:
+    """Print the training time and the final accuracies, with TTA where the last epoch has them."""
+    log(f"training time {sum(h['seconds'] for h in history):.1f} s")
+    last = history[-1]
+    if "test_accuracy_tta" in last:
+        log(
+            f"final test accuracy: {last['test_accuracy_tta']:.2%} (with flip-and-shift TTA; "
+            f"{last['test_accuracy_flip']:.2%} with flip TTA, {last['test_accuracy']:.2%} without)"
+        )
+    else:  # resumed from a run that had already finished, or from an older checkpoint
+        log(f"final test accuracy: {last['test_accuracy']:.2%} (without TTA)")
+
+
+def _fit_modern(
+    config: TrainConfig, job: Distributed | None, log: Callable[[str], None]
+) -> list[dict[str, float]]:
+    main, device, batch_size = start_process(config, job)
     model = ModernNet().to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=0.0, momentum=0.9, nesterov=True, weight_decay=5e-4
@@ -137,10 +206,9 @@ def _fit_modern(
     train_model = model if job is None else distributed.wrap(model, job)
     train = TensorData(True, device)
     test = TensorData(False, device) if main else None
-    share = len(train) if job is None else -(-len(train) // job.world_size)
-    steps_per_epoch = -(-share // batch_size)
-    total = steps_per_epoch * config.epochs
-    step = start * steps_per_epoch
+    per_epoch = steps_per_epoch(len(train), batch_size, job)
+    total = per_epoch * config.epochs
+    step = start * per_epoch
     writer = SummaryWriter(config.logdir, purge_step=step or None) if main else None
     where = distributed.describe(job, device)
     log(
@@ -172,40 +240,23 @@ def _fit_modern(
             train_loss = distributed.mean_over_processes((total_loss / seen).item(), job)
             if main:
                 assert test is not None and writer is not None
-                # 6-view test-time augmentation costs 6 passes over the test set: last epoch only
-                accuracies = evaluate_tta(model, test, tta=epoch + 1 == config.epochs)
-                accuracy = accuracies["plain"]
-                writer.add_scalar("train_loss", train_loss, step)
-                for name, value in accuracies.items():
-                    writer.add_scalar(_HISTORY_KEYS[name], value, epoch + 1)
-                writer.flush()
-                history.append(
-                    {
-                        "epoch": epoch + 1,
-                        "train_loss": train_loss,
-                        "seconds": seconds,
-                        **{_HISTORY_KEYS[name]: value for name, value in accuracies.items()},
-                    }
-                )
-                path = save_epoch(config, model, optimizer, epoch + 1, history)
-                log(
-                    f"epoch {epoch + 1:2d}/{config.epochs}  train loss {train_loss:.4f}  "
-                    f"test accuracy {accuracy:.2%}  ({seconds:.1f} s)  saved {path}"
+                end_epoch(
+                    config,
+                    model,
+                    optimizer,
+                    test,
+                    writer,
+                    history,
+                    log,
+                    epoch=epoch + 1,
+                    step=step,
+                    train_loss=train_loss,
+                    seconds=seconds,
                 )
             distributed.barrier(job)  # the others wait while rank 0 evaluates and saves
     finally:
         if writer is not None:
             writer.close()
-    if not main:
-        return history
-    training_seconds = sum(h["seconds"] for h in history)
-    log(f"training time {training_seconds:.0f} s")
-    last = history[-1]
-    if "test_accuracy_tta" in last:
-        log(
-            f"final test accuracy: {last['test_accuracy_tta']:.2%} (with flip-and-shift TTA; "
-            f"{last['test_accuracy_flip']:.2%} with flip TTA, {last['test_accuracy']:.2%} without)"
-        )
-    else:  # resumed from a run that had already finished, or from an older checkpoint
-        log(f"final test accuracy: {last['test_accuracy']:.2%} (without TTA)")
+    if main:
+        log_final(history, log)
     return history

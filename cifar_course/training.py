@@ -130,7 +130,7 @@ class TrainConfig:
     log_every: int = 100
     fast: bool = False
     recipe: str = "lecture"
-    ema: bool | None = None  # speedrun: evaluate a weight average (None: by device)
+    ema: bool = False  # speedrun only: evaluate and save an average of the weights
     run_id: str = ""  # torchrun's job id, so that a restarted job finds its own checkpoints
 
     def validate(self) -> None:

@@ -176,10 +176,12 @@ def test_the_speedrun_recipe_takes_its_defaults_from_the_device(monkeypatch):
     assert main(["train", "--recipe", "speedrun", "--device", "cpu"]) == 0
     monkeypatch.setattr(device.torch.cuda, "is_available", lambda: True)
     assert main(["train", "--recipe", "speedrun", "--device", "cuda", "--batch-size", "256"]) == 0
-    on_cpu, on_gpu = seen
-    assert (on_cpu.epochs, on_cpu.batch_size, on_cpu.lr) == (8, 512, 0.2)
+    assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--ema"]) == 0
+    on_cpu, on_gpu, ema = seen
+    assert (on_cpu.ema, on_gpu.ema, ema.ema) == (False, False, True)
+    assert (on_cpu.epochs, on_cpu.batch_size, on_cpu.lr) == (8, 512, 0.75)
     assert on_cpu.logdir == "runs/speed_net" and on_cpu.recipe == "speedrun"
-    assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 256, 0.4)
+    assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 256, 1.5)
 
 
 @pytest.mark.parametrize("recipe", ["modern", "speedrun"])
@@ -194,4 +196,19 @@ def test_fast_with_another_recipe_is_refused_before_anything_runs(
     assert main(["train", "--recipe", recipe, "--fast", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert f"the {recipe} recipe always trains" in err and "Leave out --fast" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("recipe", ["lecture", "modern"])
+def test_ema_with_another_recipe_is_refused_before_anything_runs(
+    monkeypatch, capsys, tmp_path, recipe
+):
+    from cifar_course import modern, training
+
+    monkeypatch.setattr(modern, "fit_modern", lambda config: pytest.fail("must not train"))
+    monkeypatch.setattr(training, "fit", lambda config: pytest.fail("must not train"))
+    out = tmp_path / "ck"
+    assert main(["train", "--recipe", recipe, "--ema", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"the {recipe} recipe has none" in err and "Leave out --ema" in err
     assert not out.exists()

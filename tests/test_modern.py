@@ -1,6 +1,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from cifar_course import data
@@ -38,6 +39,8 @@ def test_triangular_schedule():
     lrs = [triangular_lr(step, 100, 0.2) for step in range(101)]
     assert lrs[0] == 0 and max(lrs) == 0.2 and lrs[20] == 0.2 and lrs[100] == 0
     assert lrs == sorted(lrs[:21]) + sorted(lrs[21:], reverse=True)
+    shifted = [triangular_lr(step, 100, 0.2, start=0.5, end=0.25) for step in range(101)]
+    assert shifted[0] == 0.1 and shifted[20] == 0.2 and shifted[100] == pytest.approx(0.05)
 
 
 def _key(image: torch.Tensor) -> bytes:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_course import speedrun
+from cifar_course import modern, speedrun
 from cifar_course.checkpoints import load_model
 from cifar_course.cli import main
 from cifar_course.data import TensorData
@@ -15,7 +15,6 @@ from cifar_course.models import SpeedNet, SpeedNetSmall, build_model, count_para
 from cifar_course.speedrun import EMA, alternating_flip, init_whitening, whitening_filters
 
 CAT = Path(__file__).resolve().parents[1] / "cifar_course" / "images" / "cat.png"
-
 
 
 @pytest.fixture(scope="module")
@@ -91,21 +90,70 @@ def test_the_whitening_bias_centres_the_outputs(images):
 
 def test_the_optimizer_groups_and_the_whitening_bias_freeze():
     model = SpeedNetSmall()
-    optimizer = speedrun.make_optimizer(model)
-    decay, rest, bias = optimizer.param_groups
+    optimizer = speedrun.make_optimizer(model, lr=0.75, batch_size=512)
+    weights, norms, bias = optimizer.param_groups
     named = dict(model.named_parameters())
-    assert {id(p) for p in decay["params"]} == {
+    assert {id(p) for p in weights["params"]} == {
         id(p) for n, p in named.items() if p.ndim > 1 and n != "whiten.weight"
     }
-    assert decay["weight_decay"] == 5e-4 and rest["weight_decay"] == bias["weight_decay"] == 0
-    assert all(p.ndim == 1 and p.requires_grad for p in rest["params"])  # BatchNorm shifts
+    assert all(p.ndim == 1 and p.requires_grad for p in norms["params"])  # BatchNorm shifts
+    assert len(norms["params"]) == 6 and bias["weight_decay"] == 0
     assert bias["params"] == [model.whiten.bias]
     assert not any(p is model.whiten.weight for g in optimizer.param_groups for p in g["params"])
-    assert all(g["nesterov"] and g["momentum"] == 0.9 for g in optimizer.param_groups)
-    speedrun.set_lr(optimizer, 0.1, epoch=speedrun.WHITEN_BIAS_EPOCHS - 1)
-    assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.1, 0.1]
-    speedrun.set_lr(optimizer, 0.1, epoch=speedrun.WHITEN_BIAS_EPOCHS)
-    assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.1, 0.0]
+    assert all(g["nesterov"] and g["momentum"] == 0.85 for g in optimizer.param_groups)
+    speedrun.set_lr(optimizer, 0.5, epoch=speedrun.WHITEN_BIAS_EPOCHS - 1)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.5, 0.5 * 64, 0.5]
+    speedrun.set_lr(optimizer, 0.5, epoch=speedrun.WHITEN_BIAS_EPOCHS)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.5, 0.5 * 64, 0.0]
+
+
+@pytest.mark.parametrize("lr", [0.75, 0.1])
+def test_weight_decay_is_decoupled_from_the_learning_rate(lr):
+    """With no gradient, one step at the peak rate shrinks the weights and the BatchNorm biases by
+    the same factor whatever the learning rate and the biases' faster rate."""
+    torch.manual_seed(0)
+    model = SpeedNetSmall()
+    for bn in model.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            nn.init.normal_(bn.bias)
+    optimizer = speedrun.make_optimizer(model, lr=lr, batch_size=512)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sum(p.sum() * 0 for p in model.parameters()).backward()  # gradients of exactly 0
+    speedrun.set_lr(optimizer, lr, epoch=0)
+    optimizer.step()
+    # Nesterov's first step moves by (1 + momentum) times the gradient, decay included.
+    factor = 1 - (1 + speedrun.MOMENTUM) * speedrun.WEIGHT_DECAY * 512
+    for name, p in model.named_parameters():
+        if name in ("whiten.bias", "whiten.weight") or not p.requires_grad:
+            assert torch.equal(p, before[name]), name
+        else:
+            assert torch.allclose(p, before[name] * factor, rtol=1e-5, atol=0), name
+    assert 0.99 < factor < 0.999  # about 0.2 % per step: it can be told from no decay
+
+
+def test_the_schedule_rises_from_a_fifth_and_ends_above_zero():
+    lrs = [speedrun.schedule(step, 100, 2.0) for step in range(101)]
+    assert lrs[0] == pytest.approx(0.4) and lrs[23] == 2.0 and lrs[100] == pytest.approx(0.14)
+    assert lrs == sorted(lrs[:24]) + sorted(lrs[24:], reverse=True)
+
+
+def test_identity_initialization_passes_the_input_through():
+    torch.manual_seed(0)
+    model = SpeedNetSmall()
+    speedrun.init_identity(model)
+    convs = [m for m in model.layers.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6
+    with torch.no_grad():
+        for conv in convs:
+            c_in, c_out = conv.in_channels, conv.out_channels
+            x = torch.randn(2, c_in, 9, 9)
+            y = conv(x)
+            assert torch.allclose(y[:, :c_in], x, atol=1e-6)  # the first c_in filters copy
+            if c_out > c_in:  # the others keep their random start
+                assert conv.weight[c_in:].abs().sum() > 0 and not torch.allclose(
+                    y[:, c_in:], 0 * y[:, c_in:]
+                )
+    assert not torch.allclose(SpeedNetSmall().layers[1][0].weight[:24], convs[0].weight[:24])
 
 
 def test_ema_is_the_exponential_moving_average_it_claims():
@@ -171,16 +219,21 @@ def test_the_training_run_shows_each_image_mirrored_in_alternate_epochs(
 
     monkeypatch.setattr(speedrun, "translate", lambda images, generator: images)
     monkeypatch.setattr(speedrun, "model_for", model_for)
-    original = speedrun.evaluate_tta
+    original = modern.evaluate_tta
 
     def evaluate(model, data, tta=True):  # after each epoch: the next one begins
         seen.append({})
         return original(model, data, tta=tta)
 
     seen.append({})
-    monkeypatch.setattr(speedrun, "evaluate_tta", evaluate)
+    monkeypatch.setattr(modern, "evaluate_tta", evaluate)  # called by end_epoch
     config = speedrun.TrainConfig(
-        epochs=3, batch_size=500, lr=0.05, out=str(tmp_path / "o"), logdir=str(tmp_path / "l")
+        epochs=3,
+        batch_size=500,
+        lr=0.05,
+        out=str(tmp_path / "o"),
+        logdir=str(tmp_path / "l"),
+        ema=True,
     )
     speedrun.fit_speedrun(config, log=lambda line: None)
     epochs = seen[:3]
@@ -192,6 +245,39 @@ def test_the_training_run_shows_each_image_mirrored_in_alternate_epochs(
     saved = torch.load(tmp_path / "o" / "speed_net_small_epoch03.pt", weights_only=True)["model"]
     weight = "layers.3.4.weight"
     assert not torch.allclose(saved[weight], live[0].state_dict()[weight].cpu())
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_without_the_ema_the_last_weights_are_tested_and_saved(monkeypatch, tmp_path, ema):
+    live, tested = [], []
+
+    def model_for(device):
+        live.append(SpeedNetSmall())
+        return live[-1]
+
+    monkeypatch.setattr(speedrun, "model_for", model_for)
+    original = speedrun.end_epoch
+
+    def end_epoch(config, model, *args, **kwargs):
+        tested.append(model)
+        return original(config, model, *args, **kwargs)
+
+    monkeypatch.setattr(speedrun, "end_epoch", end_epoch)
+    config = speedrun.TrainConfig(
+        epochs=2,
+        batch_size=500,
+        lr=0.05,
+        out=str(tmp_path / "o"),
+        logdir=str(tmp_path / "l"),
+        ema=ema,
+    )
+    lines: list[str] = []
+    speedrun.fit_speedrun(config, log=lines.append)
+    assert ("no weight EMA" in lines[0]) is not ema and "weight EMA" in lines[0]
+    assert (tested[-1] is live[0]) is not ema  # the EMA tests its own copy of the network
+    saved = torch.load(tmp_path / "o" / "speed_net_small_epoch02.pt", weights_only=True)["model"]
+    same = all(torch.equal(saved[k], v.cpu()) for k, v in live[0].state_dict().items())
+    assert same is not ema
 
 
 def test_the_recipe_beats_the_lecture_net_on_the_slice(data_root, tmp_path, capsys):

@@ -169,9 +169,7 @@ def _check_ema(ema_update: Any) -> str:
     for key, value in after.items():
         if value.is_floating_point():
             if not torch.allclose(value, 0.9 * before[key] + 0.1 * current[key], atol=1e-6):
-                raise NotYet(
-                    f"{key} is not 0.9 * average + 0.1 * current after your update."
-                )
+                raise NotYet(f"{key} is not 0.9 * average + 0.1 * current after your update.")
         elif not torch.equal(value, current[key]):
             raise NotYet(
                 f"{key} is a counter (integers), not a weight: copy it from the current model "
