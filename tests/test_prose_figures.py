@@ -76,6 +76,8 @@ NOT_MEASURED: dict[str, dict[str, str]] = {
         "23%": "the warm-up share of the schedule, a setting (speedrun.WARMUP)",
         "20%": "lesson 06's warm-up share, a setting in cifar_course.modern",
         "92%": "the course's CPU goal for the speed-run (issue 16), not a result",
+        "0.1%": "the weight decay per step: speedrun.WEIGHT_DECAY x 512, a setting",
+        "7%": "where the schedule ends, a setting (speedrun.LR_END)",
     },
 }
 
