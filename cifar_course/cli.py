@@ -53,10 +53,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .device import pick_device
 
         defaults = {**SPEEDRUN[pick_device(args.device).type == "cuda"], **defaults}
+    batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
+    lr = args.lr
+    if lr is None:
+        lr = defaults["lr"]
+        if args.recipe == "speedrun":  # airbench's learning rate is per image: scale it
+            lr *= batch_size / defaults["batch_size"]
     config = TrainConfig(
         epochs=defaults["epochs"] if args.epochs is None else args.epochs,
-        batch_size=defaults["batch_size"] if args.batch_size is None else args.batch_size,
-        lr=defaults["lr"] if args.lr is None else args.lr,
+        batch_size=batch_size,
+        lr=lr,
         device=args.device,
         seed=args.seed,
         out=args.out,
@@ -202,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=float,
         help="SGD (peak) learning rate; default 0.01 (lecture), 0.2 (modern), "
-        f"{SPEEDRUN[False]['lr']} / {SPEEDRUN[True]['lr']} (speedrun on a CPU / GPU)",
+        f"{SPEEDRUN[False]['lr']} / {SPEEDRUN[True]['lr']} (speedrun on a CPU / GPU, at its "
+        "default batch size; scaled with --batch-size)",
     )
     p.add_argument(
         "--device",

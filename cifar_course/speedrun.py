@@ -12,9 +12,9 @@ arXiv:2404.00498) and airbench94's published hyper-parameters. On top of lesson 
 - **identity initialization** of the 3x3 convolutions (``init_identity``);
 - BatchNorm's biases learn **64 times faster** than the weights (``make_optimizer``);
 - airbench94's **hyper-parameters**: Nesterov momentum 0.85, a peak learning rate of 11.5 per
-  1024 images and a weight decay of 0.0153 per 1024 images, both divided by the momentum's gain
-  1 + 1 / (1 - 0.85), and a schedule from 0.2 x the peak up to the peak and down to 0.07 x
-  (``schedule``);
+  1024 images and a weight decay of 0.0153 per 1024 images, both divided by airbench's measure
+  of momentum's effect, 1 + 1 / (1 - 0.85), and a schedule from 0.2 x the peak up to the peak
+  and down to 0.07 x (``schedule``);
 - a short run: 8 epochs on a CPU, 10 on a GPU, against lesson 06's 12.
 
 An exponential moving average of the weights (``EMA``) is there too, off unless ``--ema``: lesson
@@ -40,6 +40,7 @@ from . import distributed
 from .data import TensorData
 from .device import synchronize
 from .distributed import Distributed
+from .errors import CourseError
 from .models import SpeedNet, SpeedNetSmall, arch_name
 from .modern import end_epoch, log_final, start_process, steps_per_epoch, translate, triangular_lr
 from .training import TrainConfig, init_from, restart_resume, resume, run_recipe
@@ -54,9 +55,9 @@ WHITEN_BIAS_EPOCHS = 3  # the whitening layer's bias learns for this many epochs
 WARMUP = 0.23  # share of the steps over which the learning rate rises
 LR_START, LR_END = 0.2, 0.07  # the learning rate at the first and the last step, times the peak
 MOMENTUM = 0.85
-# How much weight decay shrinks the weights per training image, at the peak learning rate:
-# airbench94's 0.0153 per 1024 images, divided by its Nesterov step's gain 1 + 1 / (1 - momentum).
-# It is "decoupled": changing --lr or --batch-size does not change it (see ``make_optimizer``).
+# The weight decay term per training image, at the peak learning rate: airbench94's 0.0153 per
+# 1024 images, divided by airbench's measure of momentum's effect, 1 + 1 / (1 - momentum).
+# It is "decoupled": changing --lr does not change it (see ``make_optimizer``).
 WEIGHT_DECAY = 0.0153 / 1024 / (1 + 1 / (1 - MOMENTUM))
 BIAS_LR_SCALE = 64.0  # BatchNorm's biases learn this many times faster than the weights
 
@@ -86,10 +87,11 @@ def make_optimizer(
     """Nesterov SGD in three groups: the weights; BatchNorm's parameters, at ``bias_lr_scale``
     times the learning rate; and the whitening layer's bias (see ``set_lr``).
 
-    ``lr`` is the peak learning rate. Weight decay shrinks the weights and BatchNorm's biases by
-    ``weight_decay * batch_size`` per step at the peak, whatever ``lr`` and the groups' scales
-    are: SGD multiplies its ``weight_decay`` by each group's learning rate, so each group gets
-    that amount divided by its own peak rate. Frozen parameters are left out.
+    ``lr`` is the peak learning rate. At the peak, the weight decay term of each step is
+    ``weight_decay * batch_size`` times the weights and BatchNorm's biases (before momentum
+    adds up the steps), whatever ``lr`` and the groups' scales are: SGD multiplies its
+    ``weight_decay`` by each group's learning rate, so each group gets that amount divided by
+    its own peak rate. Frozen parameters are left out.
     """
     shrink = weight_decay * batch_size
     weights, norms = [], []
@@ -123,6 +125,21 @@ def set_lr(optimizer: torch.optim.SGD, lr: float, epoch: int) -> None:
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
     whiten_bias["lr"] = lr if epoch < WHITEN_BIAS_EPOCHS else 0.0
+
+
+def _keep_decoupled(
+    optimizer: torch.optim.SGD, fresh: torch.optim.SGD, config: TrainConfig
+) -> None:
+    """After ``--resume``: the loaded optimizer keeps its momentum buffers but takes this run's
+    settings, so that the weight decay stays decoupled from a changed ``--lr`` or batch size."""
+    if any("lr_scale" not in group for group in optimizer.param_groups):
+        raise CourseError(
+            f"'{config.resume}' was saved by the speedrun recipe of before 2026-11-28, whose "
+            f"optimizer settings differ; start a new run from its weights with --init-from "
+            f"'{config.resume}' instead of --resume."
+        )
+    for group, new in zip(optimizer.param_groups, fresh.param_groups, strict=True):
+        group.update({key: new[key] for key in ("weight_decay", "momentum", "lr_scale")})
 
 
 def schedule(step: int, total: int, peak: float) -> float:
@@ -219,7 +236,7 @@ class EMA:
 
 DEFAULTS: dict[str, dict[str, float | int]] = {
     # epochs, global batch, peak learning rate for SGD on the mean loss of a batch: airbench94's
-    # 11.5 per 1024 images, divided by 1 + 1 / (1 - momentum) as for the weight decay
+    # 11.5 per 1024 images, divided by 1 + 1 / (1 - momentum) like the weight decay
     "cuda": {"epochs": 10, "batch_size": 1024, "lr": 1.5},
     "cpu": {"epochs": 8, "batch_size": 512, "lr": 0.75},
 }
@@ -239,8 +256,9 @@ def model_for(device: torch.device) -> SpeedNet:
 
 
 def fit_speedrun(config: TrainConfig, log: Callable[[str], None] = print) -> list[dict[str, float]]:
-    """Train the speed-run network, checkpointing the weight average each epoch; return the
-    history. Under torchrun it trains with DistributedDataParallel, like the other recipes."""
+    """Train the speed-run network, checkpointing each epoch the weights it tests (the last
+    weights, or their average with ``config.ema``); return the history. Under torchrun it trains
+    with DistributedDataParallel, like the other recipes."""
     return run_recipe(_fit_speedrun, config, log)
 
 
@@ -262,10 +280,10 @@ def _fit_speedrun(
     restart_resume(config, arch_name(model), job, log)
     if config.resume:
         start, history = resume(config, model, optimizer, device, log)
+        _keep_decoupled(optimizer, make_optimizer(model, config.lr, config.batch_size), config)
     if config.init_from:
         init_from(config, model, log)
-    use_ema = config.ema
-    ema = EMA(model) if main and use_ema else None  # only rank 0 evaluates and saves
+    ema = EMA(model) if main and config.ema else None  # only rank 0 evaluates and saves
     tested = model if ema is None else ema.model  # the weights evaluated and saved
     train_model = model if job is None else distributed.wrap(model, job)
     test = TensorData(False, device) if main else None
@@ -279,7 +297,7 @@ def _fit_speedrun(
         f"training {arch_name(model)} (widths {'/'.join(map(str, model.widths))}) on "
         f"{distributed.describe(job, device)}: {config.epochs} epochs, batch {config.batch_size}, "
         f"peak lr {config.lr}, {'bf16 autocast' if amp else 'fp32'}, whitening, alternating "
-        f"flips, {'weight EMA' if use_ema else 'no weight EMA'}, flip+shift TTA"
+        f"flips, {'weight EMA' if config.ema else 'no weight EMA'}, flip+shift TTA"
     )
     flips = torch.rand(len(train), generator=torch.Generator().manual_seed(config.seed)) < 0.5
     flips = flips.to(device)

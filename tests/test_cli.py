@@ -181,7 +181,7 @@ def test_the_speedrun_recipe_takes_its_defaults_from_the_device(monkeypatch):
     assert (on_cpu.ema, on_gpu.ema, ema.ema) == (False, False, True)
     assert (on_cpu.epochs, on_cpu.batch_size, on_cpu.lr) == (8, 512, 0.75)
     assert on_cpu.logdir == "runs/speed_net" and on_cpu.recipe == "speedrun"
-    assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 256, 1.5)
+    assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 256, 1.5 / 4)  # per image
 
 
 @pytest.mark.parametrize("recipe", ["modern", "speedrun"])

@@ -280,6 +280,33 @@ def test_without_the_ema_the_last_weights_are_tested_and_saved(monkeypatch, tmp_
     assert same is not ema
 
 
+def test_resuming_keeps_the_decay_decoupled_and_refuses_the_older_recipe(tmp_path, capsys):
+    args = ["train", "--recipe", "speedrun", "--batch-size", "500", "--device", "cpu"]
+    args += ["--logdir", str(tmp_path / "tb")]
+    assert main([*args, "--epochs", "1", "--lr", "0.05", "--out", str(tmp_path / "a")]) == 0
+    first = tmp_path / "a" / "speed_net_small_epoch01.pt"
+    more = ["--epochs", "2", "--lr", "0.1", "--out", str(tmp_path / "b")]
+    assert main([*args, *more, "--resume", str(first)]) == 0
+    groups = torch.load(tmp_path / "b" / "speed_net_small_epoch02.pt", weights_only=True)[
+        "optimizer"
+    ]["param_groups"]
+    decay = speedrun.WEIGHT_DECAY * 500
+    assert groups[0]["weight_decay"] == pytest.approx(decay / 0.1)  # this run's --lr, not 0.05
+    assert groups[1]["weight_decay"] == pytest.approx(decay / (0.1 * speedrun.BIAS_LR_SCALE))
+
+    state = torch.load(first, weights_only=True)
+    for group in state["optimizer"]["param_groups"]:
+        del group["lr_scale"]  # as the recipe of commit 00ce111 saved its checkpoints
+    older = tmp_path / "older.pt"
+    torch.save(state, older)
+    capsys.readouterr()
+    more[-1] = str(tmp_path / "c")
+    assert main([*args, *more, "--resume", str(older)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "before 2026-11-28" in err and f"--init-from '{older}'" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
 def test_the_recipe_beats_the_lecture_net_on_the_slice(data_root, tmp_path, capsys):
     common = ["--epochs", "4", "--batch-size", "64", "--device", "cpu"]
     lecture = ["train", *common, "--out", str(tmp_path / "l"), "--logdir", str(tmp_path / "tl")]
