@@ -48,6 +48,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--ema adds a weight average to the speedrun recipe; the {args.recipe} recipe has "
             "none. Leave out --ema, or add --recipe speedrun."
         )
+    if not args.lookahead and args.recipe != "speedrun":
+        raise CourseError(
+            f"--no-lookahead switches off the speedrun recipe's lookahead; the {args.recipe} "
+            "recipe has none. Leave out --no-lookahead, or add --recipe speedrun."
+        )
     defaults = RECIPE_DEFAULTS[args.recipe]
     if args.recipe == "speedrun":
         from .device import pick_device
@@ -73,6 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         fast=args.fast,
         recipe=args.recipe,
         ema=args.ema,
+        lookahead=args.lookahead,
     )
     if args.recipe == "modern":
         from .modern import fit_modern
@@ -250,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="speedrun: evaluate and save an exponential moving average of the weights instead of "
         "the last weights (lesson 08 measures whether it pays)",
+    )
+    p.add_argument(
+        "--no-lookahead",
+        dest="lookahead",
+        action="store_false",
+        help="speedrun: train without the lookahead (every 5 steps, the weights are pulled back "
+        "towards a slow average of themselves)",
     )
     add_trust_flag(p)
     p.set_defaults(func=cmd_train)

@@ -15,10 +15,12 @@ arXiv:2404.00498) and airbench94's published hyper-parameters. On top of lesson 
   1024 images and a weight decay of 0.0153 per 1024 images, both divided by airbench's measure
   of momentum's effect, 1 + 1 / (1 - 0.85), and a schedule from 0.2 x the peak up to the peak
   and down to 0.07 x (``schedule``);
+- **lookahead**: every 5 steps the weights are pulled back towards a slow moving average of
+  themselves, more and more strongly towards the end of training (``Lookahead``);
 - a short run: 8 epochs on a CPU, 10 on a GPU, against lesson 06's 12.
 
-An exponential moving average of the weights (``EMA``) is there too, off unless ``--ema``: lesson
-08 measures what it does.
+``--no-lookahead`` switches the lookahead off. An exponential moving average of the weights
+(``EMA``) is there too, off unless ``--ema``: lesson 08 measures what each does.
 
 On a CUDA GPU it trains ``SpeedNet`` at airbench94's widths (64/256/256), at batch 1024 and in bf16
 autocast where the GPU has native bf16 (``uses_bf16``); on a CPU, where every multiply-add costs
@@ -60,6 +62,8 @@ MOMENTUM = 0.85
 # It is "decoupled": changing --lr does not change it (see ``make_optimizer``).
 WEIGHT_DECAY = 0.0153 / 1024 / (1 + 1 / (1 - MOMENTUM))
 BIAS_LR_SCALE = 64.0  # BatchNorm's biases learn this many times faster than the weights
+LOOKAHEAD_EVERY = 5  # steps between two lookahead updates
+LOOKAHEAD_DECAY = 0.95**LOOKAHEAD_EVERY  # the share of the slow weights an update keeps, at the end
 
 
 def init_identity(model: SpeedNet) -> None:
@@ -234,6 +238,42 @@ class EMA:
                 average.copy_(current[name])
 
 
+def lookahead_decay(step: int, total: int) -> float:
+    """The share of the slow weights that the lookahead update after ``step`` of ``total`` keeps:
+    ``LOOKAHEAD_DECAY * (step / total) ** 3``. Near 0 for most of the run (the update then just
+    copies the live weights), it reaches ``LOOKAHEAD_DECAY`` (0.77) at the last step."""
+    return LOOKAHEAD_DECAY * (step / total) ** 3
+
+
+class Lookahead:
+    """Slow weights that the live ones are pulled back to every few steps ("lookahead", Zhang et
+    al., 2019, with airbench94's schedule for the decay).
+
+    ``update`` first moves the slow weights towards the live ones,
+    ``slow = decay * slow + (1 - decay) * live``, then sets the live weights to the slow ones:
+    training goes on from the average of where the last steps went, which smooths out the noise
+    of single steps. BatchNorm's running statistics are treated the same way; integer buffers
+    are left alone. Unlike ``EMA``, it changes the weights that train, so under torchrun every
+    process runs it (the weights stay the same on all of them).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.slow = {
+            name: value.detach().clone()
+            for name, value in model.state_dict().items()
+            if value.is_floating_point()
+        }
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float) -> None:
+        if not 0 <= decay <= 1:
+            raise ValueError(f"the lookahead's decay must be in [0, 1], got {decay}")
+        live = model.state_dict()
+        for name, slow in self.slow.items():
+            slow.lerp_(live[name], 1 - decay)
+            live[name].copy_(slow)
+
+
 DEFAULTS: dict[str, dict[str, float | int]] = {
     # epochs, global batch, peak learning rate for SGD on the mean loss of a batch: airbench94's
     # 11.5 per 1024 images, divided by 1 + 1 / (1 - momentum) like the weight decay
@@ -283,6 +323,9 @@ def _fit_speedrun(
         _keep_decoupled(optimizer, make_optimizer(model, config.lr, config.batch_size), config)
     if config.init_from:
         init_from(config, model, log)
+    # Both start from the weights the run starts from (also after --resume: the checkpoint holds
+    # no slow weights, and after each lookahead update the live weights are the slow ones).
+    lookahead = Lookahead(model) if config.lookahead else None
     ema = EMA(model) if main and config.ema else None  # only rank 0 evaluates and saves
     tested = model if ema is None else ema.model  # the weights evaluated and saved
     train_model = model if job is None else distributed.wrap(model, job)
@@ -297,7 +340,8 @@ def _fit_speedrun(
         f"training {arch_name(model)} (widths {'/'.join(map(str, model.widths))}) on "
         f"{distributed.describe(job, device)}: {config.epochs} epochs, batch {config.batch_size}, "
         f"peak lr {config.lr}, {'bf16 autocast' if amp else 'fp32'}, whitening, alternating "
-        f"flips, {'weight EMA' if config.ema else 'no weight EMA'}, flip+shift TTA"
+        f"flips, {'lookahead' if config.lookahead else 'no lookahead'}, "
+        f"{'weight EMA' if config.ema else 'no weight EMA'}, flip+shift TTA"
     )
     flips = torch.rand(len(train), generator=torch.Generator().manual_seed(config.seed)) < 0.5
     flips = flips.to(device)
@@ -323,6 +367,8 @@ def _fit_speedrun(
                 loss.backward()
                 optimizer.step()
                 step += 1
+                if lookahead is not None and (step % LOOKAHEAD_EVERY == 0 or step == total):
+                    lookahead.update(model, lookahead_decay(step, total))
                 if ema is not None:
                     ema.update(model, decay=0.0 if step <= ema_from else None)
                 total_loss += loss.detach().float() * len(targets)

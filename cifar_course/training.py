@@ -131,6 +131,7 @@ class TrainConfig:
     fast: bool = False
     recipe: str = "lecture"
     ema: bool = False  # speedrun only: evaluate and save an average of the weights
+    lookahead: bool = True  # speedrun only: pull the weights back to a slow average every 5 steps
     run_id: str = ""  # torchrun's job id, so that a restarted job finds its own checkpoints
 
     def validate(self) -> None:

@@ -176,9 +176,11 @@ def test_the_speedrun_recipe_takes_its_defaults_from_the_device(monkeypatch):
     assert main(["train", "--recipe", "speedrun", "--device", "cpu"]) == 0
     monkeypatch.setattr(device.torch.cuda, "is_available", lambda: True)
     assert main(["train", "--recipe", "speedrun", "--device", "cuda", "--batch-size", "256"]) == 0
-    assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--ema"]) == 0
-    on_cpu, on_gpu, ema = seen
-    assert (on_cpu.ema, on_gpu.ema, ema.ema) == (False, False, True)
+    switches = ["--ema", "--no-lookahead"]
+    assert main(["train", "--recipe", "speedrun", "--device", "cpu", *switches]) == 0
+    on_cpu, on_gpu, switched = seen
+    assert (on_cpu.ema, on_gpu.ema, switched.ema) == (False, False, True)
+    assert (on_cpu.lookahead, on_gpu.lookahead, switched.lookahead) == (True, True, False)
     assert (on_cpu.epochs, on_cpu.batch_size, on_cpu.lr) == (8, 512, 0.75)
     assert on_cpu.logdir == "runs/speed_net" and on_cpu.recipe == "speedrun"
     assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 256, 1.5 / 4)  # per image
@@ -200,15 +202,17 @@ def test_fast_with_another_recipe_is_refused_before_anything_runs(
 
 
 @pytest.mark.parametrize("recipe", ["lecture", "modern"])
-def test_ema_with_another_recipe_is_refused_before_anything_runs(
-    monkeypatch, capsys, tmp_path, recipe
+@pytest.mark.parametrize("flag", ["--ema", "--no-lookahead"])
+def test_the_speedrun_switches_with_another_recipe_are_refused_before_anything_runs(
+    monkeypatch, capsys, tmp_path, recipe, flag
 ):
     from cifar_course import modern, training
 
     monkeypatch.setattr(modern, "fit_modern", lambda config: pytest.fail("must not train"))
     monkeypatch.setattr(training, "fit", lambda config: pytest.fail("must not train"))
     out = tmp_path / "ck"
-    assert main(["train", "--recipe", recipe, "--ema", "--out", str(out)]) == 1
+    assert main(["train", "--recipe", recipe, flag, "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert f"the {recipe} recipe has none" in err and "Leave out --ema" in err
+    assert f"the {recipe} recipe has none" in err and f"Leave out {flag}" in err
+    assert len(err.strip().splitlines()) == 1
     assert not out.exists()

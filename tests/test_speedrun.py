@@ -1,4 +1,4 @@
-"""The speed-run recipe (lesson 08): whitening, the weight average, alternating flips, the run."""
+"""The speed-run recipe (lesson 08): whitening, the weight averages, alternating flips, the run."""
 
 import re
 from pathlib import Path
@@ -12,7 +12,14 @@ from cifar_course.checkpoints import load_model
 from cifar_course.cli import main
 from cifar_course.data import TensorData
 from cifar_course.models import SpeedNet, SpeedNetSmall, build_model, count_parameters
-from cifar_course.speedrun import EMA, alternating_flip, init_whitening, whitening_filters
+from cifar_course.speedrun import (
+    EMA,
+    Lookahead,
+    alternating_flip,
+    init_whitening,
+    lookahead_decay,
+    whitening_filters,
+)
 
 CAT = Path(__file__).resolve().parents[1] / "cifar_course" / "images" / "cat.png"
 
@@ -180,6 +187,85 @@ def test_ema_is_the_exponential_moving_average_it_claims():
     assert not any(p.requires_grad for p in ema.model.parameters())
     with pytest.raises(ValueError, match="decay"):
         EMA(model, decay=1.0)
+
+
+def test_lookahead_pulls_the_weights_back_to_the_slow_average():
+    torch.manual_seed(0)
+    model = SpeedNetSmall()
+    lookahead = Lookahead(model)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+        model.layers[1][2].running_var.mul_(3)
+        model.layers[1][2].num_batches_tracked += 7
+    moved = {k: v.clone() for k, v in model.state_dict().items()}
+    lookahead.update(model, decay=0.75)
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            expected = 0.75 * start[name] + 0.25 * moved[name]
+            assert torch.allclose(value, expected, atol=1e-6), name  # the live weights moved back
+            assert torch.equal(lookahead.slow[name], value), name
+        else:
+            assert torch.equal(value, moved[name]), name  # the batch counter is left alone
+    assert model.layers[1][0].weight.requires_grad  # still the same, trainable parameters
+    with torch.no_grad():
+        model.layers[1][0].weight.add_(1.0)
+    after = {k: v.clone() for k, v in model.state_dict().items()}
+    lookahead.update(model, decay=0.0)  # 0: the slow weights become the live ones, unchanged
+    assert all(torch.equal(v, after[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, after[k]) for k, v in lookahead.slow.items())
+    with pytest.raises(ValueError, match="decay"):
+        lookahead.update(model, decay=1.5)
+
+
+def test_the_lookahead_grows_stronger_towards_the_end():
+    total = 1000
+    decays = [lookahead_decay(step, total) for step in range(0, total + 1, 5)]
+    assert decays[0] == 0 and decays[-1] == pytest.approx(0.95**5)
+    assert all(a < b for a, b in zip(decays, decays[1:], strict=False))
+    assert lookahead_decay(total // 2, total) == pytest.approx(0.95**5 / 8)  # cubic
+
+
+@pytest.mark.parametrize("lookahead", [True, False])
+def test_the_run_updates_the_lookahead_every_five_steps_and_ends_on_it(
+    monkeypatch, tmp_path, lookahead
+):
+    live, updates = [], []
+
+    def model_for(device):
+        live.append(SpeedNetSmall())
+        return live[-1]
+
+    class Recorded(Lookahead):
+        def update(self, model, decay):
+            super().update(model, decay)
+            updates.append((decay, {k: v.clone() for k, v in self.slow.items()}))
+
+    monkeypatch.setattr(speedrun, "model_for", model_for)
+    monkeypatch.setattr(speedrun, "Lookahead", Recorded)
+    config = speedrun.TrainConfig(
+        epochs=2,
+        batch_size=100,
+        lr=0.05,
+        out=str(tmp_path / "o"),
+        logdir=str(tmp_path / "l"),
+        lookahead=lookahead,
+    )
+    lines: list[str] = []
+    speedrun.fit_speedrun(config, log=lines.append)
+    assert ("no lookahead" in lines[0]) is not lookahead and "lookahead" in lines[0]
+    if not lookahead:
+        assert updates == []
+        return
+    total = 2 * -(-len(TensorData(True)) // 100)
+    steps = [*range(5, total, 5), total] if total % 5 else list(range(5, total + 1, 5))
+    assert [decay for decay, _ in updates] == pytest.approx(
+        [lookahead_decay(step, total) for step in steps]
+    )
+    saved = torch.load(tmp_path / "o" / "speed_net_small_epoch02.pt", weights_only=True)["model"]
+    last_slow = updates[-1][1]
+    assert all(torch.equal(saved[k], v) for k, v in last_slow.items())  # ends on the slow weights
 
 
 def test_alternating_flip_flips_every_image_every_other_epoch():
