@@ -57,7 +57,10 @@ step data 60 python3 -m cifar_course data
 # The speed-run recipe (issue 16): 5 seeds of SpeedNet, mean and spread, in $OUT/speedrun/
 TAIL=14 step speedrun 300 python3 tools/speedrun_seeds.py --seeds 0 1 2 3 4 --device cuda \
   --out "$OUT/speedrun"
-# the weight average has only been measured on CPUs (lesson 08): two seeds with --ema on the GPU
+# lookahead and the weight average have only been measured on CPUs (lesson 08, benchmarks/):
+# two seeds without the lookahead, two with --ema on top of it
+TAIL=14 step speedrun_no_lookahead 120 python3 tools/speedrun_seeds.py --seeds 0 1 \
+  --device cuda --out "$OUT/speedrun_no_lookahead" -- --no-lookahead
 TAIL=14 step speedrun_ema 120 python3 tools/speedrun_seeds.py --seeds 0 1 --device cuda \
   --out "$OUT/speedrun_ema" -- --ema
 TAIL=14 step benchmark 300 python3 -m cifar_course benchmark --device cuda --epochs 10
