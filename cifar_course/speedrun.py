@@ -240,14 +240,16 @@ class EMA:
 
 def lookahead_decay(step: int, total: int) -> float:
     """The share of the slow weights that the lookahead update after ``step`` of ``total`` keeps:
-    ``LOOKAHEAD_DECAY * (step / total) ** 3``. Near 0 for most of the run (the update then just
-    copies the live weights), it reaches ``LOOKAHEAD_DECAY`` (0.77) at the last step."""
+    ``LOOKAHEAD_DECAY * (step / total) ** 3``. Below 0.1 for the first half of the run (the
+    update then nearly copies the live weights), it reaches ``LOOKAHEAD_DECAY`` (0.77) at the
+    last step."""
     return LOOKAHEAD_DECAY * (step / total) ** 3
 
 
 class Lookahead:
     """Slow weights that the live ones are pulled back to every few steps ("lookahead", Zhang et
-    al., 2019, with airbench94's schedule for the decay).
+    al., 2019, with airbench94's schedule for the decay; airbench94 ends its run on the slow
+    weights as they were, where this recipe's last update uses the schedule's decay too).
 
     ``update`` first moves the slow weights towards the live ones,
     ``slow = decay * slow + (1 - decay) * live``, then sets the live weights to the slow ones:
@@ -323,12 +325,13 @@ def _fit_speedrun(
         _keep_decoupled(optimizer, make_optimizer(model, config.lr, config.batch_size), config)
     if config.init_from:
         init_from(config, model, log)
-    # Both start from the weights the run starts from (also after --resume: the checkpoint holds
-    # no slow weights, and after each lookahead update the live weights are the slow ones).
-    lookahead = Lookahead(model) if config.lookahead else None
     ema = EMA(model) if main and config.ema else None  # only rank 0 evaluates and saves
     tested = model if ema is None else ema.model  # the weights evaluated and saved
     train_model = model if job is None else distributed.wrap(model, job)
+    # After wrap, which gives every process rank 0's weights. After --resume the slow weights
+    # restart from the checkpoint's (it holds none; epochs end up to 4 steps after an update),
+    # so a resumed run is close to, not the same as, one that was never interrupted.
+    lookahead = Lookahead(model) if config.lookahead else None
     test = TensorData(False, device) if main else None
     per_epoch = steps_per_epoch(len(train), batch_size, job)
     total = per_epoch * config.epochs

@@ -176,11 +176,12 @@ def test_the_speedrun_recipe_takes_its_defaults_from_the_device(monkeypatch):
     assert main(["train", "--recipe", "speedrun", "--device", "cpu"]) == 0
     monkeypatch.setattr(device.torch.cuda, "is_available", lambda: True)
     assert main(["train", "--recipe", "speedrun", "--device", "cuda", "--batch-size", "256"]) == 0
-    switches = ["--ema", "--no-lookahead"]
-    assert main(["train", "--recipe", "speedrun", "--device", "cpu", *switches]) == 0
-    on_cpu, on_gpu, switched = seen
-    assert (on_cpu.ema, on_gpu.ema, switched.ema) == (False, False, True)
-    assert (on_cpu.lookahead, on_gpu.lookahead, switched.lookahead) == (True, True, False)
+    assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--ema"]) == 0
+    assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--no-lookahead"]) == 0
+    on_cpu, on_gpu, ema, plain = seen
+    assert (on_cpu.ema, on_gpu.ema, ema.ema, plain.ema) == (False, False, True, False)
+    assert (on_cpu.lookahead, ema.lookahead, plain.lookahead) == (True, True, False)
+    assert on_gpu.lookahead
     assert (on_cpu.epochs, on_cpu.batch_size, on_cpu.lr) == (8, 512, 0.75)
     assert on_cpu.logdir == "runs/speed_net" and on_cpu.recipe == "speedrun"
     assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 256, 1.5 / 4)  # per image
