@@ -227,33 +227,34 @@ def test_the_lookahead_grows_stronger_towards_the_end():
     assert lookahead_decay(total // 2, total) == pytest.approx(0.95**5 / 8)  # cubic
 
 
+def two_epochs(tmp_path: Path, batch_size: int, **switches: bool) -> list[str]:
+    """Train the recipe for 2 epochs on the slice at lr 0.05 into ``tmp_path/o``; its log lines."""
+    config = speedrun.TrainConfig(
+        epochs=2,
+        batch_size=batch_size,
+        lr=0.05,
+        out=str(tmp_path / "o"),
+        logdir=str(tmp_path / "l"),
+        **switches,
+    )
+    lines: list[str] = []
+    speedrun.fit_speedrun(config, log=lines.append)
+    return lines
+
+
 @pytest.mark.parametrize("lookahead", [True, False])
 def test_the_run_updates_the_lookahead_every_five_steps_and_ends_on_it(
     monkeypatch, tmp_path, lookahead
 ):
-    live, updates = [], []
-
-    def model_for(device):
-        live.append(SpeedNetSmall())
-        return live[-1]
+    updates = []
 
     class Recorded(Lookahead):
         def update(self, model, decay):
             super().update(model, decay)
             updates.append((decay, {k: v.clone() for k, v in self.slow.items()}))
 
-    monkeypatch.setattr(speedrun, "model_for", model_for)
     monkeypatch.setattr(speedrun, "Lookahead", Recorded)
-    config = speedrun.TrainConfig(
-        epochs=2,
-        batch_size=300,
-        lr=0.05,
-        out=str(tmp_path / "o"),
-        logdir=str(tmp_path / "l"),
-        lookahead=lookahead,
-    )
-    lines: list[str] = []
-    speedrun.fit_speedrun(config, log=lines.append)
+    lines = two_epochs(tmp_path, batch_size=300, lookahead=lookahead)
     assert ("no lookahead" in lines[0]) is not lookahead and "lookahead" in lines[0]
     if not lookahead:
         assert updates == []
@@ -350,16 +351,7 @@ def test_without_the_ema_the_last_weights_are_tested_and_saved(monkeypatch, tmp_
         return original(config, model, *args, **kwargs)
 
     monkeypatch.setattr(speedrun, "end_epoch", end_epoch)
-    config = speedrun.TrainConfig(
-        epochs=2,
-        batch_size=500,
-        lr=0.05,
-        out=str(tmp_path / "o"),
-        logdir=str(tmp_path / "l"),
-        ema=ema,
-    )
-    lines: list[str] = []
-    speedrun.fit_speedrun(config, log=lines.append)
+    lines = two_epochs(tmp_path, batch_size=500, ema=ema)
     assert ("no weight EMA" in lines[0]) is not ema and "weight EMA" in lines[0]
     assert (tested[-1] is live[0]) is not ema  # the EMA tests its own copy of the network
     saved = torch.load(tmp_path / "o" / "speed_net_small_epoch02.pt", weights_only=True)["model"]
