@@ -91,8 +91,10 @@ def save_checkpoint(
     epoch: int = 0,
     history: list[dict[str, float]] | None = None,
     config: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Save a training checkpoint: weights, optimizer state, epochs done, history and settings.
+    """Save a training checkpoint: weights, optimizer state, epochs done, history and settings,
+    and a recipe's ``extra`` entries (the speed-run's lookahead weights).
 
     It holds only tensors and plain Python values, so it loads with ``weights_only=True``.
     """
@@ -104,6 +106,7 @@ def save_checkpoint(
         "epoch": epoch,
         "history": history or [],
         "config": config or {},
+        **(extra or {}),
     }
     return atomic_save(state, path)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -150,9 +151,11 @@ def end_epoch(
     step: int,
     train_loss: float,
     seconds: float,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Rank 0's end of an epoch (``epoch`` counts from 1): test ``model``, log to TensorBoard,
-    append a row to ``history``, save a checkpoint of ``model`` and print one line."""
+    append a row to ``history``, save a checkpoint of ``model`` (with ``extra``, see
+    ``save_checkpoint``) and print one line."""
     # 6-view test-time augmentation costs 6 passes over the test set: last epoch only
     accuracies = evaluate_tta(model, test, tta=epoch == config.epochs)
     writer.add_scalar("train_loss", train_loss, step)
@@ -167,7 +170,7 @@ def end_epoch(
             **{_HISTORY_KEYS[name]: value for name, value in accuracies.items()},
         }
     )
-    path = save_epoch(config, model, optimizer, epoch, history)
+    path = save_epoch(config, model, optimizer, epoch, history, extra)
     log(
         f"epoch {epoch:2d}/{config.epochs}  train loss {train_loss:.4f}  "
         f"test accuracy {accuracies['plain']:.2%}  ({seconds:.1f} s)  saved {path}"

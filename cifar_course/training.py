@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -217,10 +218,12 @@ def save_epoch(
     optimizer: torch.optim.Optimizer,
     epoch: int,
     history: list[dict[str, float]],
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Save the training checkpoint after ``epoch`` (1-based) in ``config.out``; return the path."""
+    """Save the training checkpoint after ``epoch`` (1-based) in ``config.out``, with a recipe's
+    ``extra`` entries; return the path."""
     path = checkpoint_path(config.out, epoch, arch_name(model))
-    return save_checkpoint(path, model, optimizer, epoch, history, asdict(config))
+    return save_checkpoint(path, model, optimizer, epoch, history, asdict(config), extra)
 
 
 def quiet(message: str) -> None:

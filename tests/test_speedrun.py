@@ -227,10 +227,13 @@ def test_the_lookahead_grows_stronger_towards_the_end():
     assert lookahead_decay(total // 2, total) == pytest.approx(0.95**5 / 8)  # cubic
 
 
-def two_epochs(tmp_path: Path, batch_size: int, **switches: bool) -> list[str]:
-    """Train the recipe for 2 epochs on the slice at lr 0.05 into ``tmp_path/o``; its log lines."""
+def short_run(
+    tmp_path: Path, batch_size: int, epochs: int = 2, **switches: bool | str
+) -> list[str]:
+    """Train the recipe for a few epochs on the slice at lr 0.05 into ``tmp_path/o``; its log
+    lines."""
     config = speedrun.TrainConfig(
-        epochs=2,
+        epochs=epochs,
         batch_size=batch_size,
         lr=0.05,
         out=str(tmp_path / "o"),
@@ -240,6 +243,29 @@ def two_epochs(tmp_path: Path, batch_size: int, **switches: bool) -> list[str]:
     lines: list[str] = []
     speedrun.fit_speedrun(config, log=lines.append)
     return lines
+
+
+def test_the_whitening_bias_stops_learning_and_leaves_the_backward_pass(monkeypatch, tmp_path):
+    """From epoch WHITEN_BIAS_EPOCHS on the bias stays where it is, and on one process it no
+    longer asks for a gradient, so that backpropagation stops before the whitening layer."""
+    models = []
+
+    def model_for(device):
+        models.append(SpeedNetSmall())
+        return models[-1]
+
+    monkeypatch.setattr(speedrun, "model_for", model_for)
+    epochs = speedrun.WHITEN_BIAS_EPOCHS + 1
+    short_run(tmp_path, batch_size=500, epochs=epochs, lookahead=False)
+    bias = [
+        torch.load(tmp_path / "o" / f"speed_net_small_epoch{e:02d}.pt", weights_only=True)["model"][
+            "whiten.bias"
+        ]
+        for e in range(epochs - 2, epochs + 1)
+    ]
+    assert not torch.equal(bias[0], bias[1])  # it learned in the last epoch before the freeze
+    assert torch.equal(bias[1], bias[2])  # and not after it
+    assert not models[0].whiten.bias.requires_grad and models[0].whiten.bias.grad is None
 
 
 @pytest.mark.parametrize("lookahead", [True, False])
@@ -254,7 +280,7 @@ def test_the_run_updates_the_lookahead_every_five_steps_and_ends_on_it(
             updates.append((decay, {k: v.clone() for k, v in self.slow.items()}))
 
     monkeypatch.setattr(speedrun, "Lookahead", Recorded)
-    lines = two_epochs(tmp_path, batch_size=300, lookahead=lookahead)
+    lines = short_run(tmp_path, batch_size=300, lookahead=lookahead)
     assert ("no lookahead" in lines[0]) is not lookahead and "lookahead" in lines[0]
     if not lookahead:
         assert updates == []
@@ -351,12 +377,36 @@ def test_without_the_ema_the_last_weights_are_tested_and_saved(monkeypatch, tmp_
         return original(config, model, *args, **kwargs)
 
     monkeypatch.setattr(speedrun, "end_epoch", end_epoch)
-    lines = two_epochs(tmp_path, batch_size=500, ema=ema)
+    lines = short_run(tmp_path, batch_size=500, ema=ema)
     assert ("no weight EMA" in lines[0]) is not ema and "weight EMA" in lines[0]
     assert (tested[-1] is live[0]) is not ema  # the EMA tests its own copy of the network
     saved = torch.load(tmp_path / "o" / "speed_net_small_epoch02.pt", weights_only=True)["model"]
     same = all(torch.equal(saved[k], v.cpu()) for k, v in live[0].state_dict().items())
     assert same is not ema
+
+
+def test_a_resumed_run_goes_on_exactly_as_if_it_had_never_stopped(tmp_path):
+    """The checkpoints hold the lookahead's slow weights: resuming from epoch 1 of a 2-epoch run
+    gives its epoch 2 bit for bit. Without them (a checkpoint of a run without lookahead) the
+    slow weights start from the live ones, and epoch 2 comes out different."""
+    short_run(tmp_path / "a", batch_size=500)  # 4 steps per epoch: no update yet in epoch 1
+    first = tmp_path / "a" / "o" / "speed_net_small_epoch01.pt"
+    short_run(tmp_path / "b", batch_size=500, resume=str(first))
+    state = torch.load(first, weights_only=True)
+    del state["lookahead"]
+    torch.save(state, tmp_path / "without.pt")
+    lines = short_run(tmp_path / "c", batch_size=500, resume=str(tmp_path / "without.pt"))
+    assert "the checkpoint holds no lookahead weights: they start from its weights" in lines
+
+    def epoch2(run):
+        path = tmp_path / run / "o" / "speed_net_small_epoch02.pt"
+        return torch.load(path, weights_only=True)
+
+    straight, resumed, approximate = epoch2("a"), epoch2("b"), epoch2("c")
+    for key in ("model", "lookahead"):
+        assert straight[key].keys() == resumed[key].keys()
+        assert all(torch.equal(v, resumed[key][k]) for k, v in straight[key].items()), key
+    assert not all(torch.equal(v, approximate["model"][k]) for k, v in straight["model"].items())
 
 
 def test_resuming_keeps_the_decay_decoupled_and_refuses_the_older_recipe(tmp_path, capsys):
