@@ -17,7 +17,7 @@ arXiv:2404.00498) and airbench94's published hyper-parameters. On top of lesson 
   and down to 0.07 x (``schedule``);
 - **lookahead**: every 5 steps the weights are pulled back towards a slow moving average of
   themselves, more and more strongly towards the end of training (``Lookahead``);
-- a short run: 8 epochs on a CPU, 10 on a GPU, against lesson 06's 12.
+- a short run: 9 epochs on a CPU, 10 on a GPU, against lesson 06's 12.
 
 ``--no-lookahead`` switches the lookahead off. An exponential moving average of the weights
 (``EMA``) is there too, off unless ``--ema``: lesson 08 measures what each does.
@@ -258,7 +258,8 @@ class Lookahead:
     training goes on from the average of where the last steps went, which smooths out the noise
     of single steps. BatchNorm's running statistics are treated the same way; integer buffers
     are left alone. Unlike ``EMA``, it changes the weights that train, so under torchrun every
-    process runs it (the weights stay the same on all of them).
+    process runs it (the weights stay the same on all of them). Each checkpoint keeps the slow
+    weights (under ``"lookahead"``), so that ``--resume`` goes on exactly where the run stopped.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -292,7 +293,7 @@ DEFAULTS: dict[str, dict[str, float | int]] = {
     # epochs, global batch, peak learning rate for SGD on the mean loss of a batch: airbench94's
     # 11.5 per 1024 images, divided by 1 + 1 / (1 - momentum) like the weight decay
     "cuda": {"epochs": 10, "batch_size": 1024, "lr": 1.5},
-    "cpu": {"epochs": 8, "batch_size": 512, "lr": 0.75},
+    "cpu": {"epochs": 9, "batch_size": 512, "lr": 0.75},
 }
 
 
@@ -370,8 +371,9 @@ def _fit_speedrun(
             train_model.train()
             if job is None and epoch >= WHITEN_BIAS_EPOCHS:
                 # Frozen for good: autograd then skips the backward pass into the whitening
-                # layer, about 8 % of a CPU step. DDP fixes its gradient buckets at the wrap, so
-                # under torchrun the learning rate 0 of set_lr freezes it instead.
+                # layer (4-14 % of a CPU step in benchmarks/2026-11-28-cpu-lookahead/probes.log).
+                # DDP fixes its gradient buckets at the wrap, so under torchrun the learning
+                # rate 0 of set_lr freezes it instead.
                 model.whiten.bias.requires_grad_(False)
             flip_now = alternating_flip(flips, epoch)
             began = time.perf_counter()

@@ -140,6 +140,24 @@ def test_the_other_recipes_train_under_torchrun_too(tmp_path, data_root, recipe,
     assert not any(k.startswith("module.") for k in state)
 
 
+@pytest.mark.parametrize("mistake", [False, True], ids=["every process", "rank 0 only"])
+def test_with_lookahead_every_process_keeps_the_same_weights(tmp_path, data_root, mistake):
+    """DDP averages the gradients but never compares the weights: a lookahead that ran on one
+    process only would let the processes drift apart unnoticed. Each process saves its own
+    parameters (tests/torchrun_ranks.py); with the deliberate mistake they must differ."""
+    script = Path(__file__).with_name("torchrun_ranks.py")
+    command = [str(TORCHRUN), "--standalone", "--nproc-per-node=2", str(script), str(tmp_path)]
+    if mistake:
+        command.append("--lookahead-on-rank-0")
+    env = dict(os.environ, OMP_NUM_THREADS="1", CIFAR_COURSE_SMOKE="1")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "on 2 processes (cpu, DDP)" in done.stdout and ", lookahead," in done.stdout
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    same = all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())
+    assert same is not mistake
+
+
 def test_resume_under_torchrun_continues_on_every_process(tmp_path, data_root):
     first = torchrun(tmp_path, 2, "--epochs", "1", "--batch-size", "8")
     assert first.returncode == 0, first.stderr
