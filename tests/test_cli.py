@@ -182,7 +182,7 @@ def test_the_speedrun_recipe_takes_its_defaults_from_the_device(monkeypatch):
     assert (on_cpu.ema, on_gpu.ema, ema.ema, plain.ema) == (False, False, True, False)
     assert (on_cpu.lookahead, ema.lookahead, plain.lookahead) == (True, True, False)
     assert on_gpu.lookahead
-    assert (on_cpu.epochs, on_cpu.batch_size, on_cpu.lr) == (8, 512, 0.75)
+    assert (on_cpu.epochs, on_cpu.batch_size, on_cpu.lr) == (9, 512, 0.75)
     assert on_cpu.logdir == "runs/speed_net" and on_cpu.recipe == "speedrun"
     assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 256, 1.5 / 4)  # per image
 
