@@ -98,7 +98,7 @@ def save_checkpoint(
 
     It holds only tensors and plain Python values, so it loads with ``weights_only=True``.
     """
-    state = {
+    state: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "arch": arch_name(model),
         "model": model.state_dict(),
@@ -106,8 +106,11 @@ def save_checkpoint(
         "epoch": epoch,
         "history": history or [],
         "config": config or {},
-        **(extra or {}),
     }
+    clash = state.keys() & (extra or {}).keys()
+    if clash:
+        raise ValueError(f"extra entries {sorted(clash)} would replace the checkpoint's own")
+    state.update(extra or {})
     return atomic_save(state, path)
 
 

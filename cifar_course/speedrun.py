@@ -259,7 +259,8 @@ class Lookahead:
     of single steps. BatchNorm's running statistics are treated the same way; integer buffers
     are left alone. Unlike ``EMA``, it changes the weights that train, so under torchrun every
     process runs it (the weights stay the same on all of them). Each checkpoint keeps the slow
-    weights (under ``"lookahead"``), so that ``--resume`` goes on exactly where the run stopped.
+    weights (under ``"lookahead"``), so that ``--resume`` goes on exactly where the run stopped
+    (unless ``--ema``, whose checkpoints hold the average instead of the weights that train).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -279,8 +280,9 @@ class Lookahead:
             live[name].copy_(slow)
 
     def resume(self, checkpoint: dict[str, Any], log: Callable[[str], None]) -> None:
-        """Take the slow weights saved in a training ``checkpoint``; a checkpoint of a run
-        without lookahead has none, and the slow weights then start from its weights."""
+        """Take the slow weights saved in a training ``checkpoint``. A checkpoint without them
+        (of a run with ``--no-lookahead``, or written before they were saved) leaves the slow
+        weights starting from its weights."""
         saved = checkpoint.get("lookahead")
         if saved is None:
             log("the checkpoint holds no lookahead weights: they start from its weights")
@@ -342,7 +344,8 @@ def _fit_speedrun(
     tested = model if ema is None else ema.model  # the weights evaluated and saved
     train_model = model if job is None else distributed.wrap(model, job)
     # After wrap, which gives every process rank 0's weights. Each checkpoint holds the slow
-    # weights too, so that a resumed run goes on exactly as if it had never stopped.
+    # weights too, so that a resumed run goes on exactly as if it had never stopped (without
+    # --ema: then the checkpoint holds the average, not the weights that trained).
     lookahead = Lookahead(model) if config.lookahead else None
     if lookahead is not None and config.resume:
         lookahead.resume(load_checkpoint(config.resume, map_location=device), log)

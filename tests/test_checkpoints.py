@@ -70,6 +70,17 @@ def test_training_checkpoint_round_trip_and_map_location(model, tmp_path):
     assert same_outputs(model, checkpoints.load_model(path, map_location=lambda s, loc: s))
 
 
+def test_a_recipes_extra_entries_are_saved_but_never_replace_the_checkpoints_own(model, tmp_path):
+    slow = {"weight": torch.ones(3)}
+    path = checkpoints.save_checkpoint(tmp_path / "c.pt", model, extra={"lookahead": slow})
+    state = checkpoints.load_checkpoint(path)
+    assert torch.equal(state["lookahead"]["weight"], slow["weight"])
+    assert same_outputs(model, checkpoints.load_model(path))  # evaluate/predict ignore it
+    with pytest.raises(ValueError, match=r"\['epoch', 'model'\]"):
+        checkpoints.save_checkpoint(tmp_path / "d.pt", model, extra={"model": {}, "epoch": 3})
+    assert not (tmp_path / "d.pt").exists()
+
+
 def test_sequential_state_dict_is_recognised(tmp_path):
     seq = LessonNetSequential()
     path = checkpoints.save_state_dict(seq, tmp_path / "seq.pth")

@@ -236,6 +236,7 @@ def short_run(
         epochs=epochs,
         batch_size=batch_size,
         lr=0.05,
+        device="cpu",  # bit-for-bit comparisons, and the small network's checkpoint names
         out=str(tmp_path / "o"),
         logdir=str(tmp_path / "l"),
         **switches,
@@ -389,13 +390,15 @@ def test_a_resumed_run_goes_on_exactly_as_if_it_had_never_stopped(tmp_path):
     """The checkpoints hold the lookahead's slow weights: resuming from epoch 1 of a 2-epoch run
     gives its epoch 2 bit for bit. Without them (a checkpoint of a run without lookahead) the
     slow weights start from the live ones, and epoch 2 comes out different."""
-    short_run(tmp_path / "a", batch_size=500)  # 4 steps per epoch: no update yet in epoch 1
+    # 7 steps per epoch: epoch 1 ends 2 steps after an update, so the saved slow weights are
+    # neither the live ones nor the first ones
+    short_run(tmp_path / "a", batch_size=300)
     first = tmp_path / "a" / "o" / "speed_net_small_epoch01.pt"
-    short_run(tmp_path / "b", batch_size=500, resume=str(first))
+    short_run(tmp_path / "b", batch_size=300, resume=str(first))
     state = torch.load(first, weights_only=True)
     del state["lookahead"]
     torch.save(state, tmp_path / "without.pt")
-    lines = short_run(tmp_path / "c", batch_size=500, resume=str(tmp_path / "without.pt"))
+    lines = short_run(tmp_path / "c", batch_size=300, resume=str(tmp_path / "without.pt"))
     assert "the checkpoint holds no lookahead weights: they start from its weights" in lines
 
     def epoch2(run):
