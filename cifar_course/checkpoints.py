@@ -107,10 +107,11 @@ def save_checkpoint(
         "history": history or [],
         "config": config or {},
     }
-    clash = state.keys() & (extra or {}).keys()
+    extra = extra or {}
+    clash = state.keys() & extra.keys()
     if clash:
         raise ValueError(f"extra entries {sorted(clash)} would replace the checkpoint's own")
-    state.update(extra or {})
+    state.update(extra)
     return atomic_save(state, path)
 
 

@@ -23,6 +23,7 @@ from cifar_course.models import build_model
 from cifar_course.training import TrainConfig, fit, restart_resume, seed_everything
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+ENV = {"OMP_NUM_THREADS": "1", "CIFAR_COURSE_SMOKE": "1"}  # one thread per process, the slice
 
 
 def torchrun(
@@ -45,7 +46,7 @@ def torchrun(
         str(folder / "runs"),
         *args,
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", CIFAR_COURSE_SMOKE="1")
+    env = dict(os.environ, **ENV)
     if not wait:
         return subprocess.Popen(
             command,
@@ -149,7 +150,7 @@ def test_with_lookahead_every_process_keeps_the_same_weights(tmp_path, data_root
     command = [str(TORCHRUN), "--standalone", "--nproc-per-node=2", str(script), str(tmp_path)]
     if mistake:
         command.append("--lookahead-on-rank-0")
-    env = dict(os.environ, OMP_NUM_THREADS="1", CIFAR_COURSE_SMOKE="1")
+    env = dict(os.environ, **ENV)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "on 2 processes (cpu, DDP)" in done.stdout and ", lookahead," in done.stdout

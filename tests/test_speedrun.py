@@ -227,6 +227,19 @@ def test_the_lookahead_grows_stronger_towards_the_end():
     assert lookahead_decay(total // 2, total) == pytest.approx(0.95**5 / 8)  # cubic
 
 
+@pytest.fixture
+def built(monkeypatch) -> list[SpeedNetSmall]:
+    """The networks the recipe builds in this test, in order (``SpeedNetSmall`` on any device)."""
+    models: list[SpeedNetSmall] = []
+
+    def model_for(device):
+        models.append(SpeedNetSmall())
+        return models[-1]
+
+    monkeypatch.setattr(speedrun, "model_for", model_for)
+    return models
+
+
 def short_run(
     tmp_path: Path, batch_size: int, epochs: int = 2, **switches: bool | str
 ) -> list[str]:
@@ -246,16 +259,9 @@ def short_run(
     return lines
 
 
-def test_the_whitening_bias_stops_learning_and_leaves_the_backward_pass(monkeypatch, tmp_path):
+def test_the_whitening_bias_stops_learning_and_leaves_the_backward_pass(built, tmp_path):
     """From epoch WHITEN_BIAS_EPOCHS on the bias stays where it is, and on one process it no
     longer asks for a gradient, so that backpropagation stops before the whitening layer."""
-    models = []
-
-    def model_for(device):
-        models.append(SpeedNetSmall())
-        return models[-1]
-
-    monkeypatch.setattr(speedrun, "model_for", model_for)
     epochs = speedrun.WHITEN_BIAS_EPOCHS + 1
     short_run(tmp_path, batch_size=500, epochs=epochs, lookahead=False)
     bias = [
@@ -266,7 +272,7 @@ def test_the_whitening_bias_stops_learning_and_leaves_the_backward_pass(monkeypa
     ]
     assert not torch.equal(bias[0], bias[1])  # it learned in the last epoch before the freeze
     assert torch.equal(bias[1], bias[2])  # and not after it
-    assert not models[0].whiten.bias.requires_grad and models[0].whiten.bias.grad is None
+    assert not built[0].whiten.bias.requires_grad and built[0].whiten.bias.grad is None
 
 
 @pytest.mark.parametrize("lookahead", [True, False])
@@ -363,14 +369,8 @@ def test_the_training_run_shows_each_image_mirrored_in_alternate_epochs(
 
 
 @pytest.mark.parametrize("ema", [False, True])
-def test_without_the_ema_the_last_weights_are_tested_and_saved(monkeypatch, tmp_path, ema):
-    live, tested = [], []
-
-    def model_for(device):
-        live.append(SpeedNetSmall())
-        return live[-1]
-
-    monkeypatch.setattr(speedrun, "model_for", model_for)
+def test_without_the_ema_the_last_weights_are_tested_and_saved(monkeypatch, built, tmp_path, ema):
+    live, tested = built, []
     original = speedrun.end_epoch
 
     def end_epoch(config, model, *args, **kwargs):
