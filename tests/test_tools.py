@@ -1,8 +1,11 @@
-"""The notebook runner used on machines without Jupyter (tools/run_notebook_code.py)."""
+"""The tools for machines without Jupyter: the notebook runner (tools/run_notebook_code.py) and the
+GPU session script (tools/gpu_session.sh)."""
 
+import gzip
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,3 +119,60 @@ def test_clean_notebooks_keeps_a_progress_bars_last_state_and_writes_jupyterlabs
     (only,) = cleaned.cells[0].outputs
     assert only.text == "epoch  1: test accuracy 30.09%\n"
     assert "execution" not in cleaned.cells[0].metadata
+
+
+GPU_SESSION = ROOT / "tools" / "gpu_session.sh"
+
+
+def test_the_gpu_session_gathers_gzipped_parts_byte_for_byte(tmp_path):
+    """The data travels to the GPU machine in gzipped parts, one call each; they must add up to
+    the torchvision layout with the shared copy's MD5SUMS beside it, whatever the order."""
+    parts = {"data_batch_1": b"\x00\x01" * 5000, "test_batch": bytes(range(256)) * 40}
+    stage = tmp_path / ".stage"
+    stage.mkdir()
+    for name, data in parts.items():
+        (stage / f"{name}.gz").write_bytes(gzip.compress(data))
+    (stage / "batches.meta").write_bytes(b"meta")
+    (stage / "MD5SUMS").write_text("sums\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "STAGE": str(tmp_path / "cifar10"),
+        "OUT": str(tmp_path / "out"),
+    }
+    done = subprocess.run(
+        ["bash", str(GPU_SESSION), "stage"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    batches = tmp_path / "cifar10" / "cifar-10-batches-py"
+    assert sorted(p.name for p in batches.iterdir()) == ["batches.meta", *sorted(parts)]
+    for name, data in parts.items():
+        assert (batches / name).read_bytes() == data
+    assert (tmp_path / "cifar10" / "MD5SUMS").read_text() == "sums\n"
+
+
+def test_the_gpu_session_skips_what_its_deadline_leaves_no_time_for_and_packs_its_logs(tmp_path):
+    """At most 8 files come back from the GPU machine: every log travels in one archive, written
+    even when the deadline skips every step."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text(
+        "#!/bin/sh\necho 'name, memory.total'\necho 'Fake GPU, 1 MiB'\n"
+    )
+    (fake / "nvidia-smi").chmod(0o755)
+    (fake / "python3").symlink_to(sys.executable)
+    env = {
+        "PATH": f"{fake}:/usr/bin:/bin",
+        "STAGE": str(tmp_path / "cifar10"),
+        "OUT": str(tmp_path / "out"),
+        "LOGS": str(tmp_path / "logs"),
+        "DEADLINE": "0",
+    }
+    done = subprocess.run(
+        ["bash", str(GPU_SESSION), "run"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert "=== speedrun: skipped" in done.stdout
+    assert "=== notebooks: skipped" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run-logs.tar.gz"]
+    with tarfile.open(tmp_path / "out" / "run-logs.tar.gz") as archive:
+        gpu = archive.extractfile("./gpu.txt")
+        assert gpu is not None and b"Fake GPU" in gpu.read()

@@ -60,8 +60,10 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $LOGS/NA
   timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
   echo "=== $name: exit $? at ${SECONDS}s"
   grep -v '^\s*$' "$LOGS/$name.log" | tail -n "${TAIL:-25}"
-  tar -czf "$OUT/$mode-logs.tar.gz" -C "$LOGS" .
+  pack
 }
+pack() { tar -czf "$OUT/$mode-logs.tar.gz" -C "$LOGS" .; }
+trap pack EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu \
   --format=csv | tee "$LOGS/gpu.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', \
