@@ -11,6 +11,8 @@ from types import ModuleType
 
 import nbformat
 import pytest
+import torch
+from torch import nn
 
 from cifar_course.exercises import Exercise, Feedback
 
@@ -1342,3 +1344,33 @@ def test_every_exercise_has_at_least_one_common_mistake_tested():
     for path in EXERCISES:
         for number in exercises_in(module_for(path)):
             assert (path.name[:2], number) in covered, (path.name, number)
+
+
+def test_q2_runs_with_an_empty_allow_list_and_leaves_the_sessions_as_it_was():
+    """add_safe_globals lasts for the whole session: the check neither counts an earlier call nor
+    lets one inside the learner's function outlive it, and says why."""
+    from cifar_course.exercises.lesson02 import q2
+    from cifar_course.models import LessonNetSequential
+
+    layers = [nn.Sequential, nn.Conv2d, nn.MaxPool2d, nn.Flatten, nn.Linear]
+    before = torch.serialization.get_safe_globals()
+
+    def adds_for_the_session(path):
+        torch.serialization.add_safe_globals([LessonNetSequential, *layers])
+        return torch.load(path, weights_only=True)
+
+    feedback = q2.evaluate(adds_for_the_session)
+    assert feedback.correct, feedback.message
+    assert "allows those classes for every later load of this session" in feedback.message
+    assert set(torch.serialization.get_safe_globals()) == set(before)
+
+    torch.serialization.add_safe_globals([LessonNetSequential, *layers])  # an earlier cell
+    try:
+        kept = torch.serialization.get_safe_globals()
+        feedback = q2.evaluate(lambda path: torch.load(path, weights_only=True))
+        assert not feedback.correct
+        assert "as on a fresh kernel" in feedback.message, feedback.message
+        assert set(torch.serialization.get_safe_globals()) == set(kept)
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(before)
