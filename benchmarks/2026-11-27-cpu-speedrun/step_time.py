@@ -1,6 +1,7 @@
 """Time one training step (forward, backward, Nesterov SGD) at batch 512, fp32, channels_last,
 on random images, for the candidate networks of the CPU speed-run; 3 warm-up steps, 5 timed.
 Run from the repository root: .venv/bin/python benchmarks/2026-11-27-cpu-speedrun/step_time.py"""
+
 import time
 
 import torch
