@@ -23,6 +23,7 @@ train: $(STAMP)
 ## The exercise notebooks run in tests/test_exercises.py, which reads what each check printed.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg --ignore=notebooks/exercises
 
