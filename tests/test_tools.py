@@ -128,12 +128,11 @@ def test_the_gpu_session_gathers_gzipped_parts_byte_for_byte(tmp_path):
     """The data travels to the GPU machine in gzipped parts, one call each; they must add up to
     the torchvision layout with the shared copy's MD5SUMS beside it, whatever the order."""
     parts = {"data_batch_1": b"\x00\x01" * 5000, "test_batch": bytes(range(256)) * 40}
-    stage = tmp_path / ".stage"
-    stage.mkdir()
-    for name, data in parts.items():
-        (stage / f"{name}.gz").write_bytes(gzip.compress(data))
-    (stage / "batches.meta").write_bytes(b"meta")
-    (stage / "MD5SUMS").write_text("sums\n")
+    for number, (name, data) in enumerate(parts.items(), 1):  # one folder per call
+        (tmp_path / f".stage{number}").mkdir()
+        (tmp_path / f".stage{number}" / f"{name}.gz").write_bytes(gzip.compress(data))
+    (tmp_path / ".stage1" / "batches.meta").write_bytes(b"meta")
+    (tmp_path / ".stage1" / "MD5SUMS").write_text("sums\n")
     env = {
         "PATH": "/usr/bin:/bin",
         "STAGE": str(tmp_path / "cifar10"),
@@ -160,6 +159,11 @@ def test_the_gpu_session_skips_what_its_deadline_leaves_no_time_for_and_packs_it
     )
     (fake / "nvidia-smi").chmod(0o755)
     (fake / "python3").symlink_to(sys.executable)
+    batches = tmp_path / "cifar10" / "cifar-10-batches-py"  # staged by the earlier calls
+    batches.mkdir(parents=True)
+    for name in ["batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))]:
+        (batches / name).write_bytes(b"")
+    (tmp_path / "cifar10" / "MD5SUMS").write_text("")
     env = {
         "PATH": f"{fake}:/usr/bin:/bin",
         "STAGE": str(tmp_path / "cifar10"),
@@ -176,3 +180,15 @@ def test_the_gpu_session_skips_what_its_deadline_leaves_no_time_for_and_packs_it
     with tarfile.open(tmp_path / "out" / "run-logs.tar.gz") as archive:
         gpu = archive.extractfile("./gpu.txt")
         assert gpu is not None and b"Fake GPU" in gpu.read()
+
+
+def test_the_gpu_session_stops_at_once_when_parts_staged_by_earlier_calls_are_gone(tmp_path):
+    """A fresh machine between calls loses what earlier calls staged: one line says so, before
+    any step spends the session's device time."""
+    env = {"PATH": "/usr/bin:/bin", "STAGE": str(tmp_path / "cifar10"), "OUT": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", str(GPU_SESSION), "run"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 3
+    assert "MD5SUMS is missing: the machine was given back between calls" in done.stdout
+    assert "===" not in done.stdout

@@ -2,21 +2,22 @@
 # All the GPU measurements of one session, for a lent GPU machine (see README, "Performance").
 #
 # CIFAR-10 (178 MB) cannot travel in one call (at most 64 MiB each), so it travels in parts in
-# the ignored folder .stage/ and is gathered outside the repository, in $STAGE:
+# ignored folders .stage1/ .stage2/ .stage3/ and is gathered outside the repository, in $STAGE:
 #   tools/gpu_session.sh smoke   # stage data_batch_1 + test_batch + batches.meta + MD5SUMS,
 #                                # then quick CUDA checks (smoke mode needs only those)
 #   tools/gpu_session.sh stage   # stage the next files (two batches fit in one call)
 #   tools/gpu_session.sh run     # stage the last files, then every full measurement
-# Here, before each call, fill .stage/ (ignored; name it in the call's carry) with that call's part,
-# gzipped (31.0 MB a batch becomes 28.3 MB, which leaves the rest of the tree ~10 MB):
-#   D=../shared/cifar10/cifar-10-batches-py; rm -rf .stage; mkdir .stage
-#   smoke: for f in data_batch_1 test_batch; do gzip -c $D/$f >.stage/$f.gz; done
-#          cp $D/batches.meta $D/../MD5SUMS .stage/
-#   stage: for f in data_batch_2 data_batch_3; do gzip -c $D/$f >.stage/$f.gz; done
-#   run:   for f in data_batch_4 data_batch_5; do gzip -c $D/$f >.stage/$f.gz; done
+# Here, before the first call, fill one ignored folder per call with its part, gzipped (31.0 MB a
+# batch becomes 28.3 MB, which leaves the rest of the tree ~10 MB), and name that call's folder
+# in its carry (.stage1, then .stage2, then .stage3): the calls then follow each other at once.
+#   D=../shared/cifar10/cifar-10-batches-py; rm -rf .stage?; mkdir .stage1 .stage2 .stage3
+#   for f in data_batch_1 test_batch; do gzip -c $D/$f >.stage1/$f.gz; done
+#   cp $D/batches.meta $D/../MD5SUMS .stage1/
+#   for f in data_batch_2 data_batch_3; do gzip -c $D/$f >.stage2/$f.gz; done
+#   for f in data_batch_4 data_batch_5; do gzip -c $D/$f >.stage3/$f.gz; done
 # MD5SUMS (the shared copy's own sums, beside cifar-10-batches-py/) must travel too: without it
 # the md5 check refuses the re-packed files. The machine forgets everything 30 s after a call,
-# so make the three calls back to back.
+# so make the three calls back to back, with nothing in between.
 #
 # At most 8 files come back from $OUT, so every log goes to $LOGS/<mode>/ and, after each step,
 # into one archive, $OUT/<mode>-logs.tar.gz: a call stopped at its limit still brings back the
@@ -35,7 +36,7 @@ OUT=${OUT:-/tmp/gpu_session}
 mode=${1:-stage}
 LOGS=${LOGS:-/tmp/gpu_logs}/$mode
 mkdir -p "$STAGE/cifar-10-batches-py" "$OUT" "$LOGS"
-for f in .stage/*; do
+for f in .stage?/*; do  # what earlier calls left there too: a few seconds
   [ -f "$f" ] || continue
   case $f in
     *.gz) gunzip -c "$f" >"$STAGE/cifar-10-batches-py/$(basename "$f" .gz)" ;;
@@ -47,6 +48,15 @@ if [ -f "$STAGE/cifar-10-batches-py/MD5SUMS" ]; then
 fi
 ls -l "$STAGE/cifar-10-batches-py"
 [ "$mode" = stage ] && exit 0
+if [ "$mode" = run ]; then
+  for f in MD5SUMS cifar-10-batches-py/{batches.meta,test_batch,data_batch_{1,2,3,4,5}}; do
+    if [ ! -f "$STAGE/$f" ]; then
+      echo "$STAGE/$f is missing: the machine was given back between calls and the parts staged" \
+        "before were lost. Make the calls smoke, stage and run again, back to back."
+      exit 3
+    fi
+  done
+fi
 if [ "$mode" = smoke ]; then DEADLINE=${DEADLINE:-200}; else DEADLINE=${DEADLINE:-450}; fi
 
 export CIFAR_COURSE_DATA=$STAGE PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg TQDM_DISABLE=1
