@@ -16,8 +16,33 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "cifar10"
 CACHES = shutil.ignore_patterns("__pycache__", "*.pyc")
 
-if not os.environ.get("CIFAR_COURSE_DATA") and (SHARED / "cifar-10-batches-py").is_dir():
-    os.environ["CIFAR_COURSE_DATA"] = str(SHARED)
+NO_DATA = ""  # why no copy of CIFAR-10 could be found or downloaded, if none was
+
+
+def _find_the_data() -> None:
+    """Point ``CIFAR_COURSE_DATA`` at the real CIFAR-10 before any test or kernel starts: the
+    variable as set, else the shared offline copy beside the checkout (CI), else the checkout's
+    ``data/``, which ``make train`` downloads, downloading it now if it is not there yet."""
+    global NO_DATA
+    if os.environ.get("CIFAR_COURSE_DATA"):
+        return
+    if (SHARED / "cifar-10-batches-py").is_dir():
+        os.environ["CIFAR_COURSE_DATA"] = str(SHARED)
+        return
+    from cifar_course.data import find_data_root
+    from cifar_course.errors import CourseError
+
+    here = Path.cwd()
+    os.chdir(ROOT)  # find_data_root looks in, and downloads into, ./data
+    try:
+        os.environ["CIFAR_COURSE_DATA"] = str(ROOT / find_data_root())
+    except CourseError as error:
+        NO_DATA = str(error)
+    finally:
+        os.chdir(here)
+
+
+_find_the_data()
 os.environ["CIFAR_COURSE_SMOKE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -27,7 +52,7 @@ def data_root() -> Path:
     """The folder holding cifar-10-batches-py; the tests need the real data, never fake data."""
     env = os.environ.get("CIFAR_COURSE_DATA")
     if not env:
-        pytest.fail("Set CIFAR_COURSE_DATA to a folder holding cifar-10-batches-py/ to run tests.")
+        pytest.fail(f"The tests need the real CIFAR-10: {NO_DATA}")
     return Path(env)
 
 
