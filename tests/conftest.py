@@ -8,9 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "cifar10"
@@ -71,6 +69,11 @@ def run_alone(installed, data_root):
     proves which copy of ``cifar_course`` the kernel imported. Returns the executed notebook,
     without that cell; a failing cell raises ``CellExecutionError``.
     """
+
+    # imported here, not at the top: the GPU machine runs tests/test_fast.py and
+    # tests/test_speedrun.py without Jupyter's packages (tools/gpu_session.sh)
+    import nbformat
+    from nbclient import NotebookClient
 
     def run(path: Path, folder: Path) -> nbformat.NotebookNode:
         folder.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ GPU session script (tools/gpu_session.sh)."""
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -126,7 +127,7 @@ GPU_SESSION = ROOT / "tools" / "gpu_session.sh"
 
 def test_the_gpu_session_gathers_gzipped_parts_byte_for_byte(tmp_path):
     """The data travels to the GPU machine in gzipped parts, one call each; they must add up to
-    the torchvision layout with the shared copy's MD5SUMS beside it, whatever the order."""
+    the torchvision layout with the shared copy's MD5SUMS beside it."""
     parts = {"data_batch_1": b"\x00\x01" * 5000, "test_batch": bytes(range(256)) * 40}
     for number, (name, data) in enumerate(parts.items(), 1):  # one folder per call
         (tmp_path / f".stage{number}").mkdir()
@@ -137,6 +138,7 @@ def test_the_gpu_session_gathers_gzipped_parts_byte_for_byte(tmp_path):
         "PATH": "/usr/bin:/bin",
         "STAGE": str(tmp_path / "cifar10"),
         "OUT": str(tmp_path / "out"),
+        "LOGS": str(tmp_path / "logs"),
     }
     done = subprocess.run(
         ["bash", str(GPU_SESSION), "stage"], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -172,7 +174,7 @@ def test_the_gpu_session_skips_what_its_deadline_leaves_no_time_for_and_packs_it
         "DEADLINE": "0",
     }
     done = subprocess.run(
-        ["bash", str(GPU_SESSION), "run"], cwd=ROOT, env=env, capture_output=True, text=True
+        ["bash", str(GPU_SESSION), "run"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert "=== speedrun: skipped" in done.stdout
     assert "=== notebooks: skipped" in done.stdout
@@ -185,10 +187,46 @@ def test_the_gpu_session_skips_what_its_deadline_leaves_no_time_for_and_packs_it
 def test_the_gpu_session_stops_at_once_when_parts_staged_by_earlier_calls_are_gone(tmp_path):
     """A fresh machine between calls loses what earlier calls staged: one line says so, before
     any step spends the session's device time."""
-    env = {"PATH": "/usr/bin:/bin", "STAGE": str(tmp_path / "cifar10"), "OUT": str(tmp_path)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "STAGE": str(tmp_path / "cifar10"),
+        "OUT": str(tmp_path),
+        "LOGS": str(tmp_path / "logs"),
+    }
     done = subprocess.run(
         ["bash", str(GPU_SESSION), "run"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert done.returncode == 3
-    assert "MD5SUMS is missing: the machine was given back between calls" in done.stdout
+    assert "MD5SUMS is missing: this call's part was not carried, or the machine" in done.stdout
+    assert "===" not in done.stdout
+
+
+def test_the_gpu_machines_tests_need_no_jupyter_packages():
+    """The GPU machine has pytest but neither nbformat nor nbclient: the tests its smoke step runs
+    must be collected without them (conftest imports them only where a notebook runs)."""
+    blocked = "import sys; sys.modules.update(nbformat=None, nbclient=None, nbval=None)"
+    collect = "import pytest; sys.exit(pytest.main(['-q', '--collect-only', *sys.argv[1:]]))"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"{blocked}; {collect}",
+            "tests/test_fast.py",
+            "tests/test_speedrun.py",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_the_gpu_session_refuses_a_mode_it_does_not_know(tmp_path):
+    """A mistyped mode must not fall through to the full measurements."""
+    env = {"PATH": "/usr/bin:/bin", "STAGE": str(tmp_path), "OUT": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", str(GPU_SESSION), "Run"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "usage:" in done.stdout
     assert "===" not in done.stdout

@@ -10,14 +10,16 @@
 # Here, before the first call, fill one ignored folder per call with its part, gzipped (31.0 MB a
 # batch becomes 28.3 MB, which leaves the rest of the tree ~10 MB), and name that call's folder
 # in its carry (.stage1, then .stage2, then .stage3): the calls then follow each other at once.
-#   D=../shared/cifar10/cifar-10-batches-py; rm -rf .stage?; mkdir .stage1 .stage2 .stage3
+#   D=../shared/cifar10/cifar-10-batches-py; rm -rf .stage*; mkdir .stage1 .stage2 .stage3
 #   for f in data_batch_1 test_batch; do gzip -c $D/$f >.stage1/$f.gz; done
 #   cp $D/batches.meta $D/../MD5SUMS .stage1/
 #   for f in data_batch_2 data_batch_3; do gzip -c $D/$f >.stage2/$f.gz; done
 #   for f in data_batch_4 data_batch_5; do gzip -c $D/$f >.stage3/$f.gz; done
 # MD5SUMS (the shared copy's own sums, beside cifar-10-batches-py/) must travel too: without it
 # the md5 check refuses the re-packed files. The machine forgets everything 30 s after a call,
-# so make the three calls back to back, with nothing in between.
+# so make the three calls back to back, with nothing in between, and give_back after the last.
+# If the run call says the earlier parts are gone, stage them again without the smoke tests:
+# stage (carry .stage1), stage (carry .stage2), run (carry .stage3).
 #
 # At most 8 files come back from $OUT, so every log goes to $LOGS/<mode>/ and, after each step,
 # into one archive, $OUT/<mode>-logs.tar.gz: a call stopped at its limit still brings back the
@@ -34,7 +36,9 @@ set -u
 STAGE=${STAGE:-/root/cifar10}
 OUT=${OUT:-/tmp/gpu_session}
 mode=${1:-stage}
+case $mode in smoke | stage | run) ;; *) echo "usage: $0 smoke|stage|run"; exit 2 ;; esac
 LOGS=${LOGS:-/tmp/gpu_logs}/$mode
+rm -rf "$LOGS"  # a second try on a warm machine packs only its own logs
 mkdir -p "$STAGE/cifar-10-batches-py" "$OUT" "$LOGS"
 for f in .stage?/*; do  # what earlier calls left there too: a few seconds
   [ -f "$f" ] || continue
@@ -51,8 +55,9 @@ ls -l "$STAGE/cifar-10-batches-py"
 if [ "$mode" = run ]; then
   for f in MD5SUMS cifar-10-batches-py/{batches.meta,test_batch,data_batch_{1,2,3,4,5}}; do
     if [ ! -f "$STAGE/$f" ]; then
-      echo "$STAGE/$f is missing: the machine was given back between calls and the parts staged" \
-        "before were lost. Make the calls smoke, stage and run again, back to back."
+      echo "$STAGE/$f is missing: this call's part was not carried, or the machine was given" \
+        "back between calls and lost the earlier parts. Stage them again, back to back:" \
+        "stage (carry .stage1), stage (carry .stage2), run (carry .stage3)."
       exit 3
     fi
   done
@@ -67,7 +72,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $LOGS/NA
   if [ "$left" -lt 20 ]; then echo "=== $name: skipped, ${left}s left"; return; fi
   [ "$limit" -gt "$left" ] && limit=$left
   echo "=== $name (started at ${SECONDS}s, limit ${limit}s)"
-  timeout "$limit" "$@" >"$LOGS/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
   echo "=== $name: exit $? at ${SECONDS}s"
   grep -v '^\s*$' "$LOGS/$name.log" | tail -n "${TAIL:-25}"
   pack
