@@ -1346,9 +1346,10 @@ def test_every_exercise_has_at_least_one_common_mistake_tested():
             assert (path.name[:2], number) in covered, (path.name, number)
 
 
-def test_q2_runs_with_an_empty_allow_list_and_leaves_the_sessions_as_it_was():
-    """add_safe_globals lasts for the whole session: the check neither counts an earlier call nor
-    lets one inside the learner's function outlive it, and says why."""
+def test_q2_tells_a_sessions_allow_list_from_the_functions_own_and_leaves_it_as_it_was():
+    """add_safe_globals lasts for the whole session: the check tells a function that relies on an
+    earlier call from one that works on its own, lets no call inside the function outlive it, and
+    says why."""
     from cifar_course.exercises.lesson02 import q2
     from cifar_course.models import LessonNetSequential
 
@@ -1368,8 +1369,11 @@ def test_q2_runs_with_an_empty_allow_list_and_leaves_the_sessions_as_it_was():
     try:
         kept = torch.serialization.get_safe_globals()
         feedback = q2.evaluate(lambda path: torch.load(path, weights_only=True))
-        assert not feedback.correct
-        assert "as on a fresh kernel" in feedback.message, feedback.message
+        assert feedback.correct, feedback.message
+        assert "works only because add_safe_globals, outside the function" in feedback.message
+        feedback = q2.evaluate(lambda path: torch.load(path, weights_only=False))
+        assert not feedback.correct  # still the mistake it was
+        assert "loading a file ran a function" in feedback.message, feedback.message
         assert set(torch.serialization.get_safe_globals()) == set(kept)
     finally:
         torch.serialization.clear_safe_globals()

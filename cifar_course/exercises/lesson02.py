@@ -163,28 +163,35 @@ def _needed_by_the_file(entry: Any) -> bool:
     )
 
 
+def _allow(entries: list[Any]) -> None:
+    """Make ``entries`` PyTorch's session-wide allow-list, exactly."""
+    torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals(entries)
+
+
 def _check_load_whole_model(load_whole_model: Any) -> str:
-    """Run the cases with the model's classes taken off PyTorch's session-wide allow-list, as on
-    a fresh kernel, and put the list back afterwards: an ``add_safe_globals`` call in an earlier
-    cell neither helps the function nor is lost, and one inside the function does not outlive
-    the check."""
+    """Run the cases first with the model's classes off PyTorch's session-wide allow-list, as a
+    fresh kernel has it, and put the list back afterwards. A function that works only thanks to
+    an ``add_safe_globals`` call outside it is correct, with a note; one that calls it inside
+    leaves nothing behind in the session."""
     kept = torch.serialization.get_safe_globals()
     fresh = [entry for entry in kept if not _needed_by_the_file(entry)]
-    torch.serialization.clear_safe_globals()
-    torch.serialization.add_safe_globals(fresh)
     try:
-        verdict = _load_whole_model_cases(load_whole_model)
-        added = len(torch.serialization.get_safe_globals()) > len(fresh)
-    except NotYet as not_yet:
-        if len(kept) > len(fresh) and "Unsupported global" in str(not_yet):
-            raise NotYet(
-                f"{not_yet} (The check runs your function as on a fresh kernel: the classes an "
-                "earlier add_safe_globals call allowed do not count.)"
-            ) from None
-        raise
+        _allow(fresh)
+        try:
+            verdict = _load_whole_model_cases(load_whole_model)
+        except NotYet as not_yet:
+            if len(kept) == len(fresh) or "Unsupported global" not in str(not_yet):
+                raise
+            _allow(kept)  # the session's own list, where an earlier cell allowed the classes
+            return _load_whole_model_cases(load_whole_model) + (
+                " Note: it works only because add_safe_globals, outside the function, allowed "
+                "the model's classes for the whole session; with "
+                "`with torch.serialization.safe_globals([...]):` inside it, it works on its own."
+            )
+        added = set(torch.serialization.get_safe_globals()) - set(fresh)
     finally:
-        torch.serialization.clear_safe_globals()
-        torch.serialization.add_safe_globals(kept)
+        _allow(kept)
     if added:
         verdict += (
             " Note: add_safe_globals allows those classes for every later load of this session; "
