@@ -9,6 +9,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "tools" / "run_notebook_code.py"
 
@@ -182,6 +184,61 @@ def test_the_gpu_session_skips_what_its_deadline_leaves_no_time_for_and_packs_it
     with tarfile.open(tmp_path / "out" / "run-logs.tar.gz") as archive:
         gpu = archive.extractfile("./gpu.txt")
         assert gpu is not None and b"Fake GPU" in gpu.read()
+
+
+STEPS = {
+    "smoke": ["smoke_tests", "smoke_speedrun"],
+    "run": [
+        "data",
+        "speedrun",
+        "notebook_08",
+        "speedrun_no_lookahead",
+        "speedrun_ema",
+        "benchmark",
+        "modern",
+        "ddp",
+        "notebooks",
+    ],
+}
+
+
+@pytest.mark.parametrize("mode", ["smoke", "run"])
+def test_the_gpu_session_runs_its_steps_in_order_and_packs_each_ones_log(tmp_path, mode):
+    """With time for everything, each step runs once, in the order of need, in smoke mode only
+    for the smoke call, and its log is in the archive: a stand-in python3 records each call."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'Fake GPU, 1 MiB'\n")
+    (fake / "python3").write_text('#!/bin/sh\necho "ran: $* smoke=${CIFAR_COURSE_SMOKE:-}"\n')
+    for tool in ("nvidia-smi", "python3"):
+        (fake / tool).chmod(0o755)
+    batches = tmp_path / "cifar10" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in ["batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))]:
+        (batches / name).write_bytes(b"")
+    (tmp_path / "cifar10" / "MD5SUMS").write_text("")
+    env = {
+        "PATH": f"{fake}:/usr/bin:/bin",
+        "STAGE": str(tmp_path / "cifar10"),
+        "OUT": str(tmp_path / "out"),
+        "LOGS": str(tmp_path / "logs"),
+    }
+    done = subprocess.run(
+        ["bash", str(GPU_SESSION), mode], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = [line.split()[1].rstrip(":") for line in done.stdout.splitlines() if "exit 0" in line]
+    assert ran == STEPS[mode]
+    with tarfile.open(tmp_path / "out" / f"{mode}-logs.tar.gz") as archive:
+        logs = {
+            name: archive.extractfile(f"./{name}.log").read().decode()  # type: ignore[union-attr]
+            for name in STEPS[mode]
+        }
+    smoke = "smoke=1" if mode == "smoke" else "smoke="
+    assert all(log.startswith("ran: ") and log.strip().endswith(smoke) for log in logs.values())
+    if mode == "run":
+        assert "--seeds 0 1 2 3 4 --device cuda" in logs["speedrun"]
+        assert "notebooks/08_speedrun.ipynb" in logs["notebook_08"]
 
 
 def test_the_gpu_session_stops_at_once_when_parts_staged_by_earlier_calls_are_gone(tmp_path):
