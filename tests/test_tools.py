@@ -153,28 +153,36 @@ def test_the_gpu_session_gathers_gzipped_parts_byte_for_byte(tmp_path):
     assert (tmp_path / "cifar10" / "MD5SUMS").read_text() == "sums\n"
 
 
-def test_the_gpu_session_skips_what_its_deadline_leaves_no_time_for_and_packs_its_logs(tmp_path):
-    """At most 8 files come back from the GPU machine: every log travels in one archive, written
-    even when the deadline skips every step."""
+def gpu_machine(tmp_path: Path, python3: str | None = None) -> dict[str, str]:
+    """A stand-in for the GPU machine as the run call finds it after the staging calls: a fake
+    ``nvidia-smi`` and ``python3`` (the given script, else this interpreter) first on PATH, and
+    every CIFAR-10 file staged (empty). Returns the environment for gpu_session.sh."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "nvidia-smi").write_text(
-        "#!/bin/sh\necho 'name, memory.total'\necho 'Fake GPU, 1 MiB'\n"
-    )
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'Fake GPU, 1 MiB'\n")
     (fake / "nvidia-smi").chmod(0o755)
-    (fake / "python3").symlink_to(sys.executable)
+    if python3 is None:
+        (fake / "python3").symlink_to(sys.executable)
+    else:
+        (fake / "python3").write_text(python3)
+        (fake / "python3").chmod(0o755)
     batches = tmp_path / "cifar10" / "cifar-10-batches-py"  # staged by the earlier calls
     batches.mkdir(parents=True)
     for name in ["batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))]:
         (batches / name).write_bytes(b"")
     (tmp_path / "cifar10" / "MD5SUMS").write_text("")
-    env = {
+    return {
         "PATH": f"{fake}:/usr/bin:/bin",
         "STAGE": str(tmp_path / "cifar10"),
         "OUT": str(tmp_path / "out"),
         "LOGS": str(tmp_path / "logs"),
-        "DEADLINE": "0",
     }
+
+
+def test_the_gpu_session_skips_what_its_deadline_leaves_no_time_for_and_packs_its_logs(tmp_path):
+    """At most 8 files come back from the GPU machine: every log travels in one archive, written
+    even when the deadline skips every step."""
+    env = {**gpu_machine(tmp_path), "DEADLINE": "0"}
     done = subprocess.run(
         ["bash", str(GPU_SESSION), "run"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
@@ -206,23 +214,7 @@ STEPS = {
 def test_the_gpu_session_runs_its_steps_in_order_and_packs_each_ones_log(tmp_path, mode):
     """With time for everything, each step runs once, in the order of need, in smoke mode only
     for the smoke call, and its log is in the archive: a stand-in python3 records each call."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'Fake GPU, 1 MiB'\n")
-    (fake / "python3").write_text('#!/bin/sh\necho "ran: $* smoke=${CIFAR_COURSE_SMOKE:-}"\n')
-    for tool in ("nvidia-smi", "python3"):
-        (fake / tool).chmod(0o755)
-    batches = tmp_path / "cifar10" / "cifar-10-batches-py"
-    batches.mkdir(parents=True)
-    for name in ["batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))]:
-        (batches / name).write_bytes(b"")
-    (tmp_path / "cifar10" / "MD5SUMS").write_text("")
-    env = {
-        "PATH": f"{fake}:/usr/bin:/bin",
-        "STAGE": str(tmp_path / "cifar10"),
-        "OUT": str(tmp_path / "out"),
-        "LOGS": str(tmp_path / "logs"),
-    }
+    env = gpu_machine(tmp_path, '#!/bin/sh\necho "ran: $* smoke=${CIFAR_COURSE_SMOKE:-}"\n')
     done = subprocess.run(
         ["bash", str(GPU_SESSION), mode], cwd=tmp_path, env=env, capture_output=True, text=True
     )
