@@ -149,18 +149,27 @@ class _Payload:
         return (_trip, ("code from the file ran",))
 
 
-def _needed_by_the_file(entry: Any) -> bool:
-    """Whether an allow-list entry (a class, or a ``(class, name)`` pair) is one of the classes a
-    whole ``LessonNetSequential`` file refers to."""
-    obj = entry[0] if isinstance(entry, tuple) else entry
-    return obj in (
-        LessonNetSequential,
-        nn.Sequential,
-        nn.Conv2d,
-        nn.MaxPool2d,
-        nn.Flatten,
-        nn.Linear,
-    )
+def _classes_of_a_whole_model() -> set[str]:
+    """The names of the classes a whole ``LessonNetSequential`` file refers to, as PyTorch reads
+    them from such a file with ``get_unsafe_globals_in_checkpoint``. That function leaves out
+    what the session's allow-list holds, so the list is empty while it runs (and put back)."""
+    kept = torch.serialization.get_safe_globals()
+    try:
+        torch.serialization.clear_safe_globals()
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "whole_model.pth"
+            torch.save(LessonNetSequential(), path)
+            return set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    finally:
+        _allow(kept)
+
+
+def _global_name(entry: Any) -> str:
+    """The name under which a file refers to an allow-list entry: a class, or a ``(class, name)``
+    pair."""
+    if isinstance(entry, tuple):
+        return entry[1]
+    return f"{entry.__module__}.{entry.__qualname__}"
 
 
 def _allow(entries: list[Any]) -> None:
@@ -174,8 +183,9 @@ def _check_load_whole_model(load_whole_model: Any) -> str:
     fresh kernel has it, and put the list back afterwards. A function that works only thanks to
     an ``add_safe_globals`` call outside it is correct, with a note; one that calls it inside
     leaves nothing behind in the session."""
+    needed = _classes_of_a_whole_model()
     kept = torch.serialization.get_safe_globals()
-    fresh = [entry for entry in kept if not _needed_by_the_file(entry)]
+    fresh = [entry for entry in kept if _global_name(entry) not in needed]
     try:
         _allow(fresh)
         try:
