@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ BASE_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILES = ["test_batch"]
 META_FILE = "batches.meta"
+DOWNLOAD_STALL_S = 60.0  # a download that receives nothing for this long fails instead of hanging
 SMOKE_TRAIN = 2000
 SMOKE_TEST = 1000
 CLASSES = (
@@ -174,6 +176,12 @@ def find_data_root(download: bool = True) -> Path:
         raise CourseError(f"CIFAR-10 was not found. {HOW_TO_GET_DATA}")
     from torchvision.datasets import CIFAR10
 
+    # torchvision opens its URLs without a timeout, so a network that drops packets (some
+    # firewalls do) would leave it waiting for ever; a stalled socket now raises instead. The
+    # timeout is per read: a slow download that keeps receiving goes on.
+    before = socket.getdefaulttimeout()
+    if before is None:
+        socket.setdefaulttimeout(DOWNLOAD_STALL_S)
     try:
         CIFAR10(root=str(root), train=True, download=True)
     except Exception as exc:  # URLError, timeouts, disk errors
@@ -181,6 +189,8 @@ def find_data_root(download: bool = True) -> Path:
             f"CIFAR-10 was not found and the download failed ({type(exc).__name__}: {exc}). "
             f"{HOW_TO_GET_DATA}"
         ) from exc
+    finally:
+        socket.setdefaulttimeout(before)
     return root
 
 

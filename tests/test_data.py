@@ -1,5 +1,7 @@
 import os
 import shutil
+import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,35 @@ def test_no_data_message_names_both_ways(tmp_path, monkeypatch):
         data.get_datasets()
     message = str(info.value)
     assert "CIFAR_COURSE_DATA" in message and "download" in message
+
+
+def test_a_download_that_receives_nothing_fails_instead_of_hanging(tmp_path, monkeypatch):
+    """A server that accepts the connection and never answers, as behind a firewall that drops
+    packets: without a timeout torchvision would wait for ever."""
+    monkeypatch.delenv("CIFAR_COURSE_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    host, port = silent.getsockname()
+    monkeypatch.setattr("torchvision.datasets.CIFAR10.url", f"http://{host}:{port}/cifar.tar.gz")
+    monkeypatch.setattr(data, "DOWNLOAD_STALL_S", 1.0)
+    outcome: list[BaseException] = []
+
+    def download() -> None:
+        try:
+            data.find_data_root()
+        except BaseException as error:
+            outcome.append(error)
+
+    waiting = threading.Thread(target=download, daemon=True)  # a hang fails, not blocks, the test
+    waiting.start()
+    waiting.join(timeout=30)
+    silent.close()
+    assert not waiting.is_alive(), "the download still waits on a server that never answers"
+    assert len(outcome) == 1 and isinstance(outcome[0], CourseError), outcome
+    assert "download failed" in str(outcome[0]) and "CIFAR_COURSE_DATA" in str(outcome[0])
+    assert socket.getdefaulttimeout() is None  # the process's default is put back
 
 
 def test_env_var_pointing_at_wrong_folder(tmp_path, monkeypatch):
