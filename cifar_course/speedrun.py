@@ -335,8 +335,9 @@ def _fit_speedrun(
     history: list[dict[str, float]] = []
     start = 0
     restart_resume(config, arch_name(model), job, log)
-    if config.resume:
-        start, history = resume(config, model, optimizer, device, log)
+    saved = load_checkpoint(config.resume, map_location=device) if config.resume else None
+    if saved is not None:
+        start, history = resume(config, model, optimizer, device, log, saved)
         _keep_decoupled(optimizer, make_optimizer(model, config.lr, config.batch_size), config)
     if config.init_from:
         init_from(config, model, log)
@@ -347,8 +348,8 @@ def _fit_speedrun(
     # weights too, so that a resumed run goes on exactly as if it had never stopped (without
     # --ema: then the checkpoint holds the average, not the weights that trained).
     lookahead = Lookahead(model) if config.lookahead else None
-    if lookahead is not None and config.resume:
-        lookahead.resume(load_checkpoint(config.resume, map_location=device), log)
+    if lookahead is not None and saved is not None:
+        lookahead.resume(saved, log)
     test = TensorData(False, device) if main else None
     per_epoch = steps_per_epoch(len(train), batch_size, job)
     total = per_epoch * config.epochs

@@ -167,9 +167,14 @@ def resume(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     log: Callable[[str], None] = print,
+    state: dict[str, Any] | None = None,
 ) -> tuple[int, list[dict[str, float]]]:
-    """Load ``config.resume`` into ``model`` and ``optimizer``; return (epochs done, history)."""
-    state = load_checkpoint(config.resume, map_location=device)
+    """Load ``config.resume`` into ``model`` and ``optimizer``; return (epochs done, history).
+
+    ``state``: the checkpoint, when the caller has already loaded it for more of its contents.
+    """
+    if state is None:
+        state = load_checkpoint(config.resume, map_location=device)
     arch = arch_name(model)
     if state.get("arch") != arch:
         device = " on the same kind of device (a GPU or a CPU)" if "speed_net" in arch else ""
