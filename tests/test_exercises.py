@@ -98,6 +98,9 @@ def test_with_the_blanks_in_place_every_check_says_not_yet(path, run_alone, tmp_
     for i in checks:
         text = printed(nb.cells[i])
         assert text.startswith("Not yet: ") and text.count("\n") == 1, text
+        answer = next(c for c in reversed(nb.cells[:i]) if c.cell_type == "code")
+        if "____" in answer.source:  # a blank left in place is named as such
+            assert "____" in text, text
     assert len(checks) == len(exercises_in(module_for(path)))
 
 
@@ -1176,9 +1179,121 @@ MISTAKES = [
         """,
         "only the average should move",
     ),
+    # found by the audit of 2026-11-28: each of these was marked correct, or got a wrong reason
+    (
+        "07",
+        "q2",
+        """
+        def shares(n, world_size, epoch, seed):
+            generator = torch.Generator().manual_seed(epoch)  # the seed is ignored
+            order = torch.randperm(n, generator=generator).tolist()
+            total = -(-n // world_size) * world_size
+            order += order[: total - n]
+            return [order[rank::world_size] for rank in range(world_size)]
+        """,
+        "seed 0 and seed 1 share the data in the same order",
+    ),
+    (
+        "07",
+        "q2",
+        """
+        def shares(n, world_size, epoch, seed):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+            order = order[: n // world_size * world_size].tolist()  # the remainder dropped
+            return [order[rank::world_size] for rank in range(world_size)]
+        """,
+        "repeat indices from the start rather than drop any",
+    ),
+    (
+        "06",
+        "q2",
+        """
+        def triangular_lr(step, total, peak, warmup=0.2):
+            rise = total * warmup  # not a whole number of steps
+            if step < rise:
+                return peak * step / rise
+            return peak * max(0.0, (total - step) / max(1, total - rise))
+        """,
+        "the warm-up lasts int(total * warmup) steps, and at least one",
+    ),
+    (
+        "06",
+        "q2",
+        """
+        def triangular_lr(step, total, peak, warmup=0.2):
+            rise = int(total * warmup)  # 0 for a short run
+            if step < rise:
+                return peak * step / rise
+            return peak * max(0.0, (total - step) / max(1, total - rise))
+        """,
+        "Here total x warmup = 0.6",
+    ),
+    (
+        "06",
+        "q1",
+        """
+        def conv_block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                nn.ReLU(), nn.MaxPool2d(2),
+            )
+        """,
+        "the order is right, but the block is the three layers only; drop MaxPool2d",
+    ),
+    (
+        "05",
+        "q1",
+        """
+        from torchvision import transforms
+        def preprocess(image):
+            return transforms.Compose([
+                transforms.Resize((32, 32)), transforms.ToTensor(),
+                transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            ])(image.convert("RGB")).unsqueeze(0)
+        """,
+        "without Normalize: leave Normalize out",
+    ),
+    (
+        "03",
+        "q3",
+        """
+        def evaluate(model, loader):
+            model.training = False  # the layers inside stay in training mode
+            correct, total = 0, 0
+            with torch.no_grad():
+                for images, labels in loader:
+                    correct += (model(images).argmax(dim=1) == labels).sum().item()
+                    total += len(labels)
+            return correct / total
+        """,
+        "the model ran in training mode",
+    ),
+    (
+        "05",
+        "q3",
+        """
+        def classify(model, image, preprocess):
+            model.training = False  # the layers inside stay in training mode
+            with torch.no_grad():
+                logits = model(preprocess(image))
+            return top_class(logits, CLASSES)
+        """,
+        "the model ran in training mode",
+    ),
+    (
+        "08",
+        "q3",
+        """
+        @torch.no_grad()
+        def ema_update(average, current, decay):
+            for name, tensor in average.items():
+                ____
+        """,
+        "ema_update still uses the blank ____",
+    ),
 ]
 
-# Right answers written differently from the reference: each must get Correct.
+
 ALTERNATIVES = [
     (
         "01",
@@ -1315,6 +1430,29 @@ ALTERNATIVES = [
                 else:
                     tensor.copy_(current[name])
             return average
+        """,
+    ),
+    # found by the audit of 2026-11-28: these were marked "Not yet"
+    (
+        "02",
+        """
+        def save_and_reload(model, make_model, path):
+            torch.save(model.state_dict(), path)
+            new = make_model()
+            with open(path, "rb") as f:  # torch.load takes an open file too
+                new.load_state_dict(torch.load(f, weights_only=True))
+            return new
+        """,
+    ),
+    (
+        "07",
+        """
+        def shares(n, world_size, epoch, seed):
+            generator = torch.Generator().manual_seed(seed + epoch)
+            order = torch.randperm(n, generator=generator)
+            total = -(-n // world_size) * world_size
+            order = torch.cat([order, order[: total - n]])
+            return [order[rank::world_size] for rank in range(world_size)]  # tensors, not lists
         """,
     ),
 ]

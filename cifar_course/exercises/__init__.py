@@ -14,10 +14,12 @@ blank answer, a half-written one or one that raises gets ``Not yet:`` and the re
 
 from __future__ import annotations
 
+import inspect
 import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any
 
 import torch
@@ -68,10 +70,20 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+def _names_a_blank(code: Any) -> bool:
+    """Whether a function's code, or code nested in it, refers to ``____``: a statement that is
+    only ``____`` does nothing when it runs, so running the function cannot tell."""
+    if not isinstance(code, CodeType):
+        return False
+    return "____" in code.co_names or any(_names_a_blank(const) for const in code.co_consts)
+
+
 def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call the learner's ``fn``; turn its exception, or a blank result, into ``NotYet``."""
     if not callable(fn):
         raise NotYet(f"{what} should be a function; you gave {type(fn).__name__} {short(fn, 60)}.")
+    if _names_a_blank(getattr(inspect.unwrap(fn), "__code__", None)):  # under @torch.no_grad()
+        raise NotYet(f"{what} still uses the blank ____: replace it with your code.")
     try:
         result = fn(*args, **kwargs)
     except NotYet:
@@ -96,11 +108,18 @@ def as_number(value: Any, what: str, meaning: str) -> float:
 def run_watched(
     model: nn.Module, what: str, fn: Callable[..., Any], *args: Any
 ) -> tuple[Any, list[tuple[bool, bool]]]:
-    """``run_learner`` with a hook on ``model``: each forward pass's (training mode, grad on)."""
+    """``run_learner`` with a hook on ``model``: each forward pass's (training mode, grad on).
+
+    Training mode means any layer's: ``model.training = False`` alone leaves the layers inside
+    (Dropout, BatchNorm) in training mode, where ``model.eval()`` switches them all.
+    """
     seen: list[tuple[bool, bool]] = []
-    hook = model.register_forward_hook(
-        lambda module, inputs, output: seen.append((module.training, torch.is_grad_enabled()))
-    )
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        training = any(layer.training for layer in module.modules())
+        seen.append((training, torch.is_grad_enabled()))
+
+    hook = model.register_forward_hook(record)
     try:
         return run_learner(what, fn, *args), seen
     finally:

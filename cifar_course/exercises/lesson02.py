@@ -3,6 +3,7 @@ the lecture's key names."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import tempfile
 import warnings
@@ -73,7 +74,9 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
         return made[-1]
 
     def recording_load(f: Any, *args: Any, **kwargs: Any) -> Any:
-        reads.append(str(f))
+        name = f if isinstance(f, str | os.PathLike) else getattr(f, "name", None)  # or a file
+        if isinstance(name, str | os.PathLike):
+            reads.append(str(Path(name).resolve()))
         return real_load(f, *args, **kwargs)
 
     with tempfile.TemporaryDirectory() as folder:
@@ -116,7 +119,7 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
             "the model you return was not built by make_model(): make the new model with it, "
             "then load the file into that model."
         )
-    if str(path) not in reads:
+    if str(path.resolve()) not in reads:
         raise NotYet(
             "the new model never read the file: load it back with torch.load(path, "
             "weights_only=True)."

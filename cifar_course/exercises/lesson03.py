@@ -186,7 +186,7 @@ def _check_evaluate(evaluate: Any) -> str:
     if any(training for training, _ in seen):
         raise NotYet(
             "the model ran in training mode (Dropout on, BatchNorm using batch statistics): "
-            "call model.eval() first."
+            "call model.eval() first, which switches every layer inside it too."
         )
     if any(grad for _, grad in seen):
         raise NotYet(

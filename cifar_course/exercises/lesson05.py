@@ -60,10 +60,16 @@ def _check_preprocess(preprocess: Any) -> str:
                 f"your tensor holds {got.dtype}; the network's weights are float32, and so must "
                 "its input be: ToTensor() gives float32."
             )
-        if got.max() > 1.5:
+        low, high = got.min().item(), got.max().item()
+        if high > 10:
             raise NotYet(
-                f"your values go up to {got.max().item():.0f}; the network was trained on "
-                "ToTensor's 0..1, not 0..255."
+                f"your values go up to {high:.0f}; the network was trained on ToTensor's 0..1, "
+                "not 0..255."
+            )
+        if low < -0.05 or high > 1.5:
+            raise NotYet(
+                f"your values run from {low:.2f} to {high:.2f}; the network was trained on "
+                "ToTensor's 0..1, without Normalize: leave Normalize out."
             )
         if not torch.allclose(got.float(), expected, atol=0.02):
             difference = (got.float() - expected).abs().max().item()
@@ -147,7 +153,7 @@ def _check_classify(classify: Any, preprocess: Any = None) -> str:
     if any(training for training, _ in seen):
         raise NotYet(
             "the model ran in training mode, so BatchNorm normalised the one image with its own "
-            "statistics: call model.eval() first."
+            "statistics: call model.eval() first, which switches every layer inside it too."
         )
     if any(grad for _, grad in seen):
         raise NotYet("autograd recorded the forward pass: wrap it in `with torch.no_grad():`.")

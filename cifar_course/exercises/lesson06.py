@@ -21,6 +21,11 @@ def _check_conv_block(conv_block: Any) -> str:
             raise NotYet(f"conv_block returned {type(block).__name__}; return an nn.Sequential.")
         layers = list(block) if isinstance(block, nn.Sequential) else [block]
         kinds = [type(layer).__name__ for layer in layers]
+        if kinds[:3] == ["Conv2d", "BatchNorm2d", "ReLU"] and len(kinds) > 3:
+            raise NotYet(
+                f"your block is {' -> '.join(kinds)}: the order is right, but the block is the "
+                f"three layers only; drop {', '.join(kinds[3:])}."
+            )
         if kinds != ["Conv2d", "BatchNorm2d", "ReLU"]:
             raise NotYet(
                 f"your block is {' -> '.join(kinds) or 'empty'}: BatchNorm should normalise what "
@@ -69,17 +74,26 @@ def _check_conv_block(conv_block: Any) -> str:
 
 
 def _check_triangular_lr(triangular_lr: Any) -> str:
-    cases = [(100, 0.4, 0.2), (1176, 0.2, 0.25), (10, 1.0, 0.5)]
+    # the last two: a warm-up of 2.5 steps (it lasts int() of that) and of 0.6 (at least one)
+    cases = [(100, 0.4, 0.2), (1176, 0.2, 0.25), (10, 1.0, 0.5), (10, 1.0, 0.25), (3, 1.0, 0.2)]
     for total, peak, warmup in cases:
-        for step in sorted(
-            {0, 1, int(total * warmup) // 2, int(total * warmup), total // 2, total - 1, total}
-        ):
+        rise = int(total * warmup)
+        steps = range(total + 1) if total <= 10 else (0, 1, rise // 2, rise, total // 2, total)
+        for step in sorted({*steps, total - 1}):
             expected = _triangular_lr(step, total, peak, warmup)
             got = run_learner("triangular_lr", triangular_lr, step, total, peak, warmup=warmup)
             value = as_number(got, "triangular_lr", "the learning rate, a number")
             if abs(value - expected) > 1e-9 + 1e-6 * peak:
                 where = f"at step {step} of {total} (peak {peak}, warm-up {warmup:.0%})"
-                raise NotYet(f"{where} you return {value:.6g}; the schedule gives {expected:.6g}.")
+                why = ""
+                if total * warmup != rise or rise < 1:
+                    why = (
+                        f" Here total x warmup = {total * warmup:.3g}: the warm-up lasts "
+                        "int(total * warmup) steps, and at least one."
+                    )
+                raise NotYet(
+                    f"{where} you return {value:.6g}; the schedule gives {expected:.6g}.{why}"
+                )
     return (
         "the rate climbs from 0 to the peak over the warm-up, then falls linearly, reaching 0 "
         "at step total."

@@ -61,6 +61,14 @@ def _check_average_gradients(average_gradients: Any) -> str:
     )
 
 
+def _as_lists(got: Any) -> list[list[int]]:
+    """A learner's shares as lists of ints (they may be lists, tuples or tensors)."""
+    try:
+        return [[int(i) for i in share] for share in got]
+    except (TypeError, ValueError):
+        raise NotYet("each share should be a list of indices (ints).") from None
+
+
 def _check_shares(shares: Any) -> str:
     for n, world in ((10, 2), (10, 3), (7, 4)):
         orders = {}
@@ -70,11 +78,8 @@ def _check_shares(shares: Any) -> str:
                 raise NotYet(
                     f"for {world} processes return {world} lists; you returned {short(got)}."
                 )
-            try:
-                lists = [[int(i) for i in share] for share in got]
-            except (TypeError, ValueError):
-                raise NotYet("each share should be a list of indices (ints).") from None
-            if run_learner("shares", shares, n, world, epoch, 0) != got:
+            lists = _as_lists(got)
+            if _as_lists(run_learner("shares", shares, n, world, epoch, 0)) != lists:
                 raise NotYet(
                     "two calls with the same arguments gave different shares: every process "
                     "must compute the same shuffle, so seed it."
@@ -89,7 +94,10 @@ def _check_shares(shares: Any) -> str:
             covered = set().union(*lists)
             if covered != set(range(n)):
                 missing = sorted(set(range(n)) - covered)
-                raise NotYet(f"for {n} images and {world} processes no share holds {missing}.")
+                raise NotYet(
+                    f"for {n} images and {world} processes no share holds {missing}: when n "
+                    "does not divide evenly, repeat indices from the start rather than drop any."
+                )
             repeated = sum(sizes) - n
             if repeated >= world:
                 raise NotYet(
@@ -102,9 +110,14 @@ def _check_shares(shares: Any) -> str:
                 "epoch 0 and epoch 1 share the data in the same order: make the shuffle depend on "
                 "the epoch as well as the seed."
             )
+        if _as_lists(run_learner("shares", shares, n, world, 0, 1)) == orders[0]:
+            raise NotYet(
+                "seed 0 and seed 1 share the data in the same order: make the shuffle depend on "
+                "the seed as well as the epoch, so that a run with another seed sees other orders."
+            )
     sampler = DistributedSampler(range(10), num_replicas=2, rank=0, shuffle=True, seed=0)
     sampler.set_epoch(0)
-    same = run_learner("shares", shares, 10, 2, 0, 0)[0] == list(sampler)
+    same = _as_lists(run_learner("shares", shares, 10, 2, 0, 0))[0] == list(sampler)
     also = " (and exactly DistributedSampler's)" if same else ""
     return (
         "equal shares that cover every image, a new order each epoch, the same on every "
