@@ -12,6 +12,7 @@ import pickle
 import re
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,21 @@ def _check_file(path: Path) -> None:
         raise CourseError(
             f"Checkpoint '{path}' is empty (0 bytes); its save was interrupted. Use an earlier one."
         )
+    with path.open("rb") as file:
+        start = file.read(4)
+    if start != b"PK\x03\x04" and start[:1] != b"\x80":
+        raise CourseError(
+            f"'{path}' is not a PyTorch checkpoint: torch.save writes a zip archive (before "
+            "PyTorch 1.6, a pickle), and this file starts as neither. Check the path."
+        )
+    if zipfile.is_zipfile(path):  # torch.load reads bytes as they are: check them first
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+        if damaged is not None:
+            raise CourseError(
+                f"'{path}' is damaged: its part '{damaged}' fails its checksum, so its numbers are "
+                "not the ones saved. Use an earlier checkpoint, or copy the file again."
+            )
 
 
 def _damaged(path: Path, exc: BaseException) -> CourseError:
@@ -274,7 +290,8 @@ def _from_lecture(lecture: LectureModule, path: Path, log: Log) -> nn.Module:
     if match_lesson_layout(state) is None:
         raise CourseError(
             f"'{path}' is the lecture's whole Tudui model, but its layers are not the lesson "
-            "net's (3 convolutions, 2 linear layers), so the course cannot use it."
+            "net's (3 convolutions, 2 linear layers), so the course cannot use it; give a file "
+            "of the lecture's CIFAR-10 Tudui (train.py's tudui_N.pth)."
         )
     model = to_lesson_net(state).to(next(lecture.parameters()).device)
     probe = torch.rand(2, 3, 32, 32, device=next(lecture.parameters()).device)
@@ -334,6 +351,10 @@ def export_state_dict(
         raise CourseError(f"--layout must be 'course' or 'lecture', not '{layout}'.")
     if out.exists() and out.resolve() == source.resolve():
         raise CourseError(f"'{out}' is the file being exported; choose another name for OUT.")
+    if out.is_dir():
+        raise CourseError(
+            f"OUT '{out}' is a folder; give a file name, such as '{out / (source.stem + '.pt')}'."
+        )
     if out.exists() and not force:
         raise CourseError(f"'{out}' already exists; choose another name, or pass --force.")
     model = load_model(source, trust_pickle=trust_pickle, log=log)
@@ -356,6 +377,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT):
         raise CourseError(
             f"'{path}' is not a training checkpoint written by cifar-course (it has no optimizer "
-            "state or epoch count), so training cannot resume from it."
+            "state or epoch count), so training cannot resume from it; to start a new run from "
+            "its weights, use --init-from instead of --resume."
         )
     return obj

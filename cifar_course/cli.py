@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,39 @@ from .training import TrainConfig
 
 # the speed-run recipe's defaults, on a GPU (True) and elsewhere (False)
 SPEEDRUN = {device == "cuda": d for device, d in SPEEDRUN_DEFAULTS.items()}
+
+
+def at_least_one(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a count of images, epochs or classes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive(text: str) -> float:
+    """argparse type: a positive, finite number (a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed that torch and NumPy both accept, 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 4294967295, got {value}")
+    return value
 
 
 def say(message: str) -> None:
@@ -79,6 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe=args.recipe,
         ema=args.ema,
         lookahead=args.lookahead,
+        overwrite=args.overwrite,
     )
     if args.recipe == "modern":
         from .modern import fit_modern
@@ -223,12 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpu", "cuda", "mps"],
         help="default: %(default)s (cuda, then mps, then cpu)",
     )
-    p.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    p.add_argument("--seed", type=seed, default=defaults.seed, help="default: %(default)s")
     p.add_argument(
         "--out",
         default=defaults.out,
         metavar="DIR",
         help="folder for the per-epoch checkpoints (%(default)s)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the checkpoints of an earlier run in --out (without it, training refuses "
+        "to start when a checkpoint it would write is already there)",
     )
     p.add_argument(
         "--logdir",
@@ -270,21 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="time the lecture's loop against the fast loop")
     p.add_argument(
         "--epochs",
-        type=int,
+        type=at_least_one,
         default=1,
         help="epochs per loop (%(default)s); 10 compares the recipe's accuracy too",
     )
     p.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s"
+        "--batch-size", type=at_least_one, default=defaults.batch_size, help="default: %(default)s"
     )
-    p.add_argument("--lr", type=float, default=defaults.lr, help="default: %(default)s")
+    p.add_argument("--lr", type=positive, default=defaults.lr, help="default: %(default)s")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    p.add_argument("--seed", type=seed, default=defaults.seed, help="default: %(default)s")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("evaluate", help="test accuracy of a checkpoint, overall and per class")
     p.add_argument("--checkpoint", required=True, metavar="PATH")
-    p.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
+    p.add_argument("--batch-size", type=at_least_one, default=256, help="default: %(default)s")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument(
         "--tta",
@@ -317,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify image files with a checkpoint")
     p.add_argument("--checkpoint", required=True, metavar="PATH")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top", type=int, default=3, help="how many classes to show (%(default)s)")
+    p.add_argument(
+        "--top", type=at_least_one, default=3, help="how many classes to show (%(default)s)"
+    )
     add_trust_flag(p)
     p.set_defaults(func=cmd_predict)
     return parser

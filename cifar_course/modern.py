@@ -22,7 +22,16 @@ from .data import TensorData
 from .device import keep_freed_memory, pick_device, synchronize
 from .distributed import Distributed
 from .models import ModernNet
-from .training import TrainConfig, init_from, restart_resume, resume, run_recipe, save_epoch
+from .training import (
+    TrainConfig,
+    init_from,
+    refuse_to_overwrite,
+    restart_resume,
+    resume,
+    run_recipe,
+    save_epoch,
+    stop_if_diverged,
+)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -206,6 +215,7 @@ def _fit_modern(
         start, history = resume(config, model, optimizer, device, log)
     if config.init_from:
         init_from(config, model, log)
+    refuse_to_overwrite(config, "modern_net", start)
     train_model = model if job is None else distributed.wrap(model, job)
     train = TensorData(True, device)
     test = TensorData(False, device) if main else None
@@ -215,8 +225,9 @@ def _fit_modern(
     writer = SummaryWriter(config.logdir, purge_step=step or None) if main else None
     where = distributed.describe(job, device)
     log(
-        f"training modern_net on {where}: {config.epochs} epochs, batch {config.batch_size}, "
-        f"SGD nesterov, peak lr {config.lr}, label smoothing 0.2, flip+translate, flip+shift TTA"
+        f"training modern_net on {where}: {config.epochs} epoch{'s' * (config.epochs != 1)}, "
+        f"batch {config.batch_size}, SGD nesterov, peak lr {config.lr}, label smoothing 0.2, "
+        "flip+translate, flip+shift TTA"
     )
     try:
         for epoch in range(start, config.epochs):
@@ -241,6 +252,7 @@ def _fit_modern(
             synchronize(device)  # GPU work is queued: wait for it before reading the clock
             seconds = time.perf_counter() - began
             train_loss = distributed.mean_over_processes((total_loss / seen).item(), job)
+            stop_if_diverged(train_loss, epoch + 1)  # on every process: they hold the same loss
             if main:
                 assert test is not None and writer is not None
                 end_epoch(

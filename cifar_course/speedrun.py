@@ -47,7 +47,15 @@ from .distributed import Distributed
 from .errors import CourseError
 from .models import SpeedNet, SpeedNetSmall, arch_name
 from .modern import end_epoch, log_final, start_process, steps_per_epoch, translate, triangular_lr
-from .training import TrainConfig, init_from, restart_resume, resume, run_recipe
+from .training import (
+    TrainConfig,
+    init_from,
+    refuse_to_overwrite,
+    restart_resume,
+    resume,
+    run_recipe,
+    stop_if_diverged,
+)
 
 WHITEN_KERNEL = SpeedNet.whiten_kernel
 WHITEN_EPS = 5e-4  # added to each eigenvalue: keeps near-constant patch directions from exploding
@@ -341,6 +349,7 @@ def _fit_speedrun(
         _keep_decoupled(optimizer, make_optimizer(model, config.lr, config.batch_size), config)
     if config.init_from:
         init_from(config, model, log)
+    refuse_to_overwrite(config, arch_name(model), start)
     ema = EMA(model) if main and config.ema else None  # only rank 0 evaluates and saves
     tested = model if ema is None else ema.model  # the weights evaluated and saved
     train_model = model if job is None else distributed.wrap(model, job)
@@ -359,7 +368,8 @@ def _fit_speedrun(
     writer = SummaryWriter(config.logdir, purge_step=step or None) if main else None
     log(
         f"training {arch_name(model)} (widths {'/'.join(map(str, model.widths))}) on "
-        f"{distributed.describe(job, device)}: {config.epochs} epochs, batch {config.batch_size}, "
+        f"{distributed.describe(job, device)}: {config.epochs} epoch{'s' * (config.epochs != 1)}, "
+        f"batch {config.batch_size}, "
         f"peak lr {config.lr}, {'bf16 autocast' if amp else 'fp32'}, whitening, alternating "
         f"flips, {'lookahead' if config.lookahead else 'no lookahead'}, "
         f"{'weight EMA' if config.ema else 'no weight EMA'}, flip+shift TTA"
@@ -403,6 +413,7 @@ def _fit_speedrun(
             synchronize(device)
             seconds = time.perf_counter() - began + (whiten_seconds if epoch == 0 else 0.0)
             train_loss = distributed.mean_over_processes((total_loss / seen).item(), job)
+            stop_if_diverged(train_loss, epoch + 1)  # on every process: they hold the same loss
             if main:
                 assert test is not None and writer is not None
                 # With the EMA, the checkpoint holds the average, the weights that are evaluated;

@@ -7,6 +7,7 @@ command line and later lessons reuse.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -133,6 +134,7 @@ class TrainConfig:
     recipe: str = "lecture"
     ema: bool = False  # speedrun only: evaluate and save an average of the weights
     lookahead: bool = True  # speedrun only: pull the weights back to a slow average every 5 steps
+    overwrite: bool = False  # replace checkpoints of an earlier run in ``out``
     run_id: str = ""  # torchrun's job id, so that a restarted job finds its own checkpoints
 
     def validate(self) -> None:
@@ -141,8 +143,8 @@ class TrainConfig:
             raise CourseError(f"--epochs must be at least 1, got {self.epochs}.")
         if self.batch_size < 1:
             raise CourseError(f"--batch-size must be at least 1, got {self.batch_size}.")
-        if not self.lr > 0:
-            raise CourseError(f"--lr must be positive, got {self.lr}.")
+        if not 0 < self.lr < math.inf:
+            raise CourseError(f"--lr must be a positive number, got {self.lr}.")
         if self.resume and self.init_from:
             raise CourseError(
                 "--resume continues a run and --init-from starts a new one; give only one of them."
@@ -171,7 +173,9 @@ def resume(
 ) -> tuple[int, list[dict[str, float]]]:
     """Load ``config.resume`` into ``model`` and ``optimizer``; return (epochs done, history).
 
-    ``state``: the checkpoint, when the caller has already loaded it for more of its contents.
+    The optimizer keeps its momentum but takes this run's learning rate, ``config.lr`` (the
+    modern and speedrun recipes then set it each step from their schedules). ``state``: the
+    checkpoint, when the caller has already loaded it for more of its contents.
     """
     if state is None:
         state = load_checkpoint(config.resume, map_location=device)
@@ -185,6 +189,8 @@ def resume(
     model.load_state_dict(state["model"])
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr
     done, history = state["epoch"], list(state["history"])
     if done >= config.epochs:
         raise CourseError(
@@ -215,6 +221,38 @@ def init_from(config: TrainConfig, model: nn.Module, log: Callable[[str], None] 
 def checkpoint_path(out: str | Path, epoch: int, arch: str = "lesson_net") -> Path:
     """Where the checkpoint after ``epoch`` (1-based) is saved."""
     return Path(out) / f"{arch}_epoch{epoch:02d}.pt"
+
+
+def refuse_to_overwrite(config: TrainConfig, arch: str, done: int) -> None:
+    """Stop before training if a checkpoint this run would write (after epochs ``done + 1`` to
+    ``config.epochs``) is already in ``config.out``: it belongs to an earlier run, or it is the
+    file ``--init-from`` starts from. ``config.overwrite`` allows the first, never the second."""
+    existing = [
+        path
+        for epoch in range(done + 1, config.epochs + 1)
+        if (path := checkpoint_path(config.out, epoch, arch)).exists()
+    ]
+    source = Path(config.init_from) if config.init_from else None
+    if source is not None and source.exists() and any(p.samefile(source) for p in existing):
+        raise CourseError(
+            f"--init-from '{config.init_from}' would be overwritten by this run's checkpoints; "
+            "give another --out."
+        )
+    if existing and not config.overwrite:
+        names = ", ".join(p.name for p in existing[:2]) + (", ..." if len(existing) > 2 else "")
+        raise CourseError(
+            f"--out '{config.out}' already holds {names} of an earlier run; give another --out, "
+            "move those files away, or add --overwrite to replace them."
+        )
+
+
+def stop_if_diverged(train_loss: float, epoch: int) -> None:
+    """Stop, before saving, a run whose training loss is no longer a number."""
+    if not math.isfinite(train_loss):
+        raise CourseError(
+            f"the training loss became {train_loss} in epoch {epoch}, so the weights are no longer "
+            "numbers and this epoch was not saved (earlier checkpoints are kept); lower --lr."
+        )
 
 
 def save_epoch(
@@ -300,6 +338,7 @@ def _fit(
         start_epoch, history = resume(config, model, optimizer, device, log)
     if config.init_from:
         init_from(config, model, log)
+    refuse_to_overwrite(config, "lesson_net", start_epoch)
     test_loader = DataLoader(test_set, batch_size=config.batch_size)
     share = len(train_set) if job is None else -(-len(train_set) // job.world_size)
     steps_per_epoch = -(-share // batch_size)
@@ -367,6 +406,7 @@ def _fit(
                 )
             seconds = time.perf_counter() - began
             train_loss = distributed.mean_over_processes(train_loss, job)
+            stop_if_diverged(train_loss, epoch + 1)  # on every process: they hold the same loss
             if main:  # the whole test set, once, on rank 0 with the plain model
                 if trainer is not None and fast_test is not None:
                     test_loss, accuracy = trainer.evaluate(fast_test)

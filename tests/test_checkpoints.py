@@ -175,3 +175,40 @@ def test_unwritable_folder(model, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(CourseError, match="Cannot write"):
         checkpoints.save_state_dict(model, tmp_path / "file" / "m.pth")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"import torch\nclass Tudui: ...\n", bytes(range(7, 256)) * 4],
+    ids=["python source", "random bytes"],
+)
+def test_a_file_that_is_no_pytorch_file_is_named_so_and_never_sent_to_trust_pickle(
+    tmp_path, content
+):
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(CourseError) as info:
+        checkpoints.load_model(path, trust_pickle=True)
+    assert "is not a PyTorch checkpoint" in str(info.value)
+    assert "trust" not in str(info.value)
+
+
+def test_a_checkpoint_with_damaged_bytes_is_refused_before_its_numbers_are_used(model, tmp_path):
+    path = checkpoints.save_state_dict(model, tmp_path / "w.pth")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data/0") + 400  # inside the first tensor's bytes, past its file header
+    data[at : at + 64] = bytes(64)
+    path.write_bytes(data)
+    torch.load(path, weights_only=True)  # PyTorch itself loads the wrong numbers without a word
+    with pytest.raises(CourseError, match="is damaged: its part .* fails its checksum"):
+        checkpoints.load_model(path)
+
+
+def test_export_into_a_folder_is_refused_and_writes_nothing(model, tmp_path):
+    source = checkpoints.save_state_dict(model, tmp_path / "w.pth")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for force in (False, True):
+        with pytest.raises(CourseError, match="is a folder; give a file name"):
+            checkpoints.export_state_dict(source, folder, force=force)
+    assert list(folder.iterdir()) == []

@@ -217,3 +217,70 @@ def test_the_speedrun_switches_with_another_recipe_are_refused_before_anything_r
     assert f"the {recipe} recipe has none" in err and f"Leave out {flag}" in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_training_refuses_to_replace_an_earlier_runs_checkpoint_unless_told(
+    data_root, tmp_path, capsys
+):
+    out = tmp_path / "ck"
+    args = ["train", "--epochs", "1", "--out", str(out), "--logdir", str(tmp_path / "tb")]
+    assert main(args) == 0
+    first = out / "lesson_net_epoch01.pt"
+    saved = first.read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--seed", "5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and "lesson_net_epoch01.pt" in err, err
+    assert "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert first.read_bytes() == saved  # nothing already saved is lost
+    # a run that starts from that file may not write over it, even when told to overwrite
+    again = [*args, "--init-from", str(first), "--overwrite"]
+    assert main(again) == 1
+    assert "--init-from" in capsys.readouterr().err and first.read_bytes() == saved
+    assert main([*args, "--seed", "5", "--overwrite"]) == 0
+    assert first.read_bytes() != saved
+
+
+def test_a_run_whose_loss_stops_being_a_number_saves_nothing(data_root, tmp_path, capsys):
+    out = tmp_path / "ck"
+    args = ["train", "--epochs", "1", "--out", str(out), "--logdir", str(tmp_path / "tb")]
+    assert main([*args, "--lr", "1e30"]) == 1
+    err = capsys.readouterr().err
+    assert "the training loss became nan in epoch 1" in err and "lower --lr" in err, err
+    assert not (out / "lesson_net_epoch01.pt").exists()
+    assert main([*args, "--lr", "inf"]) == 1
+    assert "--lr must be a positive number, got inf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "--checkpoint", "x.pt", "--top", "0", "dog.jpg"], "--top: must be at least 1"),
+        (["evaluate", "--checkpoint", "x.pt", "--batch-size", "0"], "--batch-size: must be at"),
+        (["train", "--seed", "-1"], "--seed: must be from 0 to 4294967295, got -1"),
+        (["train", "--seed", "4294967296"], "--seed: must be from 0 to 4294967295"),
+        (["benchmark", "--lr", "-1"], "--lr: must be a positive number, got -1"),
+        (["benchmark", "--lr", "0"], "--lr: must be a positive number"),
+        (["benchmark", "--seed", "-1"], "--seed: must be from 0"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_by_the_parser_without_a_traceback(
+    tmp_path, args, message
+):
+    run = subprocess.run(
+        [sys.executable, "-m", "cifar_course", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 2
+    assert message in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_from_plain_weights_points_to_init_from(tmp_path, capsys):
+    weights = save_state_dict(LessonNet(), tmp_path / "w.pth")
+    args = ["train", "--resume", str(weights), "--out", str(tmp_path / "ck")]
+    assert main([*args, "--logdir", str(tmp_path / "tb")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume from it" in err and "use --init-from instead of --resume" in err

@@ -3,11 +3,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cifar_course.checkpoints import load_checkpoint
+from cifar_course.checkpoints import load_checkpoint, save_checkpoint
 from cifar_course.data import get_datasets
 from cifar_course.device import Timer, measure, pick_device
 from cifar_course.models import LessonNet
-from cifar_course.training import TrainConfig, evaluate, fit, seed_everything, train_one_epoch
+from cifar_course.training import (
+    TrainConfig,
+    evaluate,
+    fit,
+    resume,
+    seed_everything,
+    train_one_epoch,
+)
 
 
 def test_one_epoch_on_the_real_slice_beats_chance(data_root):
@@ -87,3 +94,17 @@ def test_device_and_timer():
     with Timer("cpu") as t:
         sum(range(100_000))
     assert t.seconds > 0
+
+
+def test_a_resumed_run_trains_with_its_own_learning_rate(tmp_path):
+    """--resume keeps the optimizer's momentum but not the old run's --lr, which the log shows."""
+    model = LessonNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model(torch.rand(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "c.pt", model, optimizer, 1, [{"epoch": 1}])
+    fresh = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    config = TrainConfig(epochs=2, lr=0.05, resume=str(path), out=str(tmp_path / "o"))
+    done, _ = resume(config, model, fresh, torch.device("cpu"), log=lambda _: None)
+    assert done == 1 and [group["lr"] for group in fresh.param_groups] == [0.05]
+    assert all("momentum_buffer" in fresh.state[p] for p in model.parameters())
