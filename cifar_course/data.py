@@ -164,6 +164,11 @@ def find_data_root(download: bool = True) -> Path:
         root = Path(env).expanduser()
         if not root.is_dir():
             raise CourseError(f"{ENV_DATA}='{env}' is not a folder. {HOW_TO_GET_DATA}")
+        if not (root / BASE_FOLDER).is_dir() and (root / TRAIN_FILES[0]).is_file():
+            raise CourseError(
+                f"{ENV_DATA}='{env}' is the '{BASE_FOLDER}/' folder itself; set it to the folder "
+                f"above it, '{root.parent}'."
+            )
         if not (root / BASE_FOLDER).is_dir():
             raise CourseError(
                 f"{ENV_DATA}='{env}' has no '{BASE_FOLDER}/' folder inside it. {HOW_TO_GET_DATA}"

@@ -58,14 +58,17 @@ def load_image(path: str | Path) -> Image.Image:
                 return to_rgb(upright if upright is not None else image)
     except UnidentifiedImageError as exc:
         raise CourseError(
-            f"'{path}' is not an image Pillow can read (JPEG, PNG, GIF, ...)."
+            f"'{path}' is not an image Pillow can read (JPEG, PNG, GIF, ...); check the path, "
+            "or save the picture again as JPEG or PNG."
         ) from exc
     except Image.DecompressionBombError as exc:
         raise CourseError(
             f"'{path}' is too large to open safely ({exc}). Resize it first."
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise CourseError(f"'{path}' is a damaged or truncated image ({exc}).") from exc
+        raise CourseError(
+            f"'{path}' is a damaged or truncated image ({exc}); copy or download it again."
+        ) from exc
 
 
 def image_to_tensor(image: str | Path | Image.Image) -> torch.Tensor:

@@ -98,6 +98,17 @@ def test_env_var_pointing_at_wrong_folder(tmp_path, monkeypatch):
         data.get_datasets()
 
 
+def test_env_var_pointing_at_the_batches_folder_itself_names_the_folder_above(
+    data_root, monkeypatch
+):
+    batches = data_root / data.BASE_FOLDER
+    monkeypatch.setenv("CIFAR_COURSE_DATA", str(batches))
+    with pytest.raises(CourseError) as info:
+        data.find_data_root()
+    assert "is the 'cifar-10-batches-py/' folder itself" in str(info.value)
+    assert f"'{data_root}'" in str(info.value)
+
+
 def _copy_with_links(src: Path, dst: Path) -> Path:
     folder = dst / data.BASE_FOLDER
     folder.mkdir(parents=True)
