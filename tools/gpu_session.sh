@@ -91,7 +91,7 @@ if [ "$mode" = smoke ]; then
   step smoke_tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast.py \
     tests/test_speedrun.py
   step smoke_speedrun 45 python3 -m cifar_course train --recipe speedrun --device cuda \
-    --epochs 2 --batch-size 256 --out /tmp/smoke_ck --logdir /tmp/smoke_tb
+    --epochs 2 --batch-size 256 --out /tmp/smoke_ck --logdir /tmp/smoke_tb --overwrite
   exit 0
 fi
 
@@ -110,7 +110,7 @@ TAIL=14 step speedrun_ema 90 python3 tools/speedrun_seeds.py --seeds 0 1 --devic
 # re-checks of 2026-11-27's H100 figures: FastTrainer has changed since (7b033cb)
 TAIL=14 step benchmark 120 python3 -m cifar_course benchmark --device cuda --epochs 10
 step modern 60 python3 -m cifar_course train --recipe modern --device cuda \
-  --out /tmp/modern_ck --logdir /tmp/modern_tb
+  --out /tmp/modern_ck --logdir /tmp/modern_tb --overwrite
 # DDP's own overhead on one card (issue 14): the modern recipe's eager loop, plain and under
 # torchrun with one process (and one process per GPU where there are several)
 step ddp 240 python3 tools/ddp_benchmark.py --device cuda --recipe modern --out "$LOGS/ddp"
