@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import CourseError
@@ -16,37 +16,28 @@ from .training import TrainConfig
 SPEEDRUN = {device == "cuda": d for device, d in SPEEDRUN_DEFAULTS.items()}
 
 
-def at_least_one(text: str) -> int:
-    """argparse type: a whole number of at least 1 (a count of images, epochs or classes)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _number(
+    convert: Callable[[str], Any], fits: Callable[[Any], bool], rule: str
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert`` the text, then require ``fits``, else say ``rule``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            kind = "a whole number" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got '{text}'") from None
+        if not fits(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        return value
+
+    return parse
 
 
-def positive(text: str) -> float:
-    """argparse type: a positive, finite number (a learning rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def seed(text: str) -> int:
-    """argparse type: a seed that torch and NumPy both accept, 0 to 2**32 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 4294967295, got {value}")
-    return value
+# counts of images, epochs or classes; learning rates; seeds that torch and NumPy both accept
+at_least_one = _number(int, lambda n: n >= 1, "must be at least 1")
+positive = _number(float, lambda x: 0 < x < math.inf, "must be a positive number")
+seed = _number(int, lambda n: 0 <= n < 2**32, "must be from 0 to 4294967295")
 
 
 def say(message: str) -> None:
