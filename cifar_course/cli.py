@@ -259,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the checkpoints of an earlier run in --out (without it, training refuses "
-        "to start when a checkpoint it would write is already there)",
+        help="replace an earlier run's checkpoints in --out and its TensorBoard events in "
+        "--logdir (without it, a run that would write over them refuses to start)",
     )
     p.add_argument(
         "--logdir",

@@ -215,7 +215,7 @@ def _fit_modern(
         start, history = resume(config, model, optimizer, device, log)
     if config.init_from:
         init_from(config, model, log)
-    refuse_to_overwrite(config, "modern_net", start)
+    refuse_to_overwrite(config, "modern_net", start, job)
     train_model = model if job is None else distributed.wrap(model, job)
     train = TensorData(True, device)
     test = TensorData(False, device) if main else None

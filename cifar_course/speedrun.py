@@ -349,7 +349,7 @@ def _fit_speedrun(
         _keep_decoupled(optimizer, make_optimizer(model, config.lr, config.batch_size), config)
     if config.init_from:
         init_from(config, model, log)
-    refuse_to_overwrite(config, arch_name(model), start)
+    refuse_to_overwrite(config, arch_name(model), start, job)
     ema = EMA(model) if main and config.ema else None  # only rank 0 evaluates and saves
     tested = model if ema is None else ema.model  # the weights evaluated and saved
     train_model = model if job is None else distributed.wrap(model, job)

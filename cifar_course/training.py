@@ -134,7 +134,7 @@ class TrainConfig:
     recipe: str = "lecture"
     ema: bool = False  # speedrun only: evaluate and save an average of the weights
     lookahead: bool = True  # speedrun only: pull the weights back to a slow average every 5 steps
-    overwrite: bool = False  # replace checkpoints of an earlier run in ``out``
+    overwrite: bool = False  # replace an earlier run's checkpoints (out) and events (logdir)
     run_id: str = ""  # torchrun's job id, so that a restarted job finds its own checkpoints
 
     def validate(self) -> None:
@@ -223,10 +223,18 @@ def checkpoint_path(out: str | Path, epoch: int, arch: str = "lesson_net") -> Pa
     return Path(out) / f"{arch}_epoch{epoch:02d}.pt"
 
 
-def refuse_to_overwrite(config: TrainConfig, arch: str, done: int) -> None:
-    """Stop before training if a checkpoint this run would write (after epochs ``done + 1`` to
-    ``config.epochs``) is already in ``config.out``: it belongs to an earlier run, or it is the
-    file ``--init-from`` starts from. ``config.overwrite`` allows the first, never the second."""
+def refuse_to_overwrite(
+    config: TrainConfig, arch: str, done: int, job: Distributed | None = None
+) -> None:
+    """Stop before training if this run would write over an earlier run's files.
+
+    - A checkpoint it would write (after epochs ``done + 1`` to ``config.epochs``) is already in
+      ``config.out``: ``config.overwrite`` allows replacing it, unless it is the file
+      ``--init-from`` starts from.
+    - A new run (not a resumed one, nor a torchrun restart of this job) finds an earlier run's
+      TensorBoard events in ``config.logdir``, where TensorBoard would draw both runs' curves as
+      one: ``config.overwrite`` removes them. Only rank 0, the one process that logs, checks.
+    """
     existing = [
         path
         for epoch in range(done + 1, config.epochs + 1)
@@ -244,6 +252,18 @@ def refuse_to_overwrite(config: TrainConfig, arch: str, done: int) -> None:
             f"--out '{config.out}' already holds {names} of an earlier run; give another --out, "
             "move those files away, or add --overwrite to replace them."
         )
+    # Rank 0 alone: it is the one that logs, and it may already have started its log when
+    # another process gets here. If it stops, torchrun stops the others.
+    new_run = done == 0 and (job is None or (job.restart == 0 and job.is_main))
+    events = sorted(Path(config.logdir).glob("events.out.tfevents.*")) if new_run else []
+    if events and not config.overwrite:
+        raise CourseError(
+            f"--logdir '{config.logdir}' already holds an earlier run's TensorBoard events, which "
+            "TensorBoard would draw as one curve with this run's; give another --logdir, or add "
+            "--overwrite to replace them."
+        )
+    for path in events:
+        path.unlink()
 
 
 def stop_if_diverged(train_loss: float, epoch: int) -> None:
@@ -338,7 +358,7 @@ def _fit(
         start_epoch, history = resume(config, model, optimizer, device, log)
     if config.init_from:
         init_from(config, model, log)
-    refuse_to_overwrite(config, "lesson_net", start_epoch)
+    refuse_to_overwrite(config, "lesson_net", start_epoch, job)
     test_loader = DataLoader(test_set, batch_size=config.batch_size)
     share = len(train_set) if job is None else -(-len(train_set) // job.world_size)
     steps_per_epoch = -(-share // batch_size)

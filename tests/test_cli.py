@@ -284,3 +284,26 @@ def test_resuming_from_plain_weights_points_to_init_from(tmp_path, capsys):
     assert main([*args, "--logdir", str(tmp_path / "tb")]) == 1
     err = capsys.readouterr().err
     assert "cannot resume from it" in err and "use --init-from instead of --resume" in err
+
+
+def test_a_new_run_refuses_an_earlier_runs_tensorboard_events_but_a_resumed_one_adds_to_them(
+    data_root, tmp_path, capsys
+):
+    logs = tmp_path / "tb"
+    first = ["train", "--epochs", "1", "--out", str(tmp_path / "a"), "--logdir", str(logs)]
+    assert main(first) == 0
+    earlier = sorted(logs.glob("events.out.tfevents.*"))
+    assert len(earlier) == 1
+    second = ["train", "--epochs", "1", "--out", str(tmp_path / "b"), "--logdir", str(logs)]
+    capsys.readouterr()
+    assert main(second) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --logdir") and "--overwrite" in err, err
+    assert sorted(logs.glob("events.out.tfevents.*")) == earlier  # nothing removed
+    assert not (tmp_path / "b").exists()
+    checkpoint = str(tmp_path / "a" / "lesson_net_epoch01.pt")
+    resumed = [*first[:2], "2", *first[3:], "--resume", checkpoint]
+    assert main(resumed) == 0  # a resumed run goes on in its own run's folder
+    assert main([*second, "--overwrite"]) == 0
+    now = sorted(logs.glob("events.out.tfevents.*"))
+    assert len(now) == 1 and not set(now) & set(earlier)

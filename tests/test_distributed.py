@@ -278,3 +278,20 @@ def test_a_restart_of_a_resumed_job_prefers_the_jobs_own_newer_checkpoint(
     )
     restart_resume(config, "lesson_net", one_process_group, notes.append)
     assert config.resume == str(out / "lesson_net_epoch04.pt")
+
+
+def test_an_earlier_runs_logs_stop_a_new_job_on_rank_0_and_torchrun_ends_the_others(
+    tmp_path, data_root
+):
+    """Only rank 0 logs, so only rank 0 checks --logdir; when it refuses, the other process,
+    already waiting for it in DDP's first broadcast, is stopped by torchrun rather than hanging."""
+    (tmp_path / "runs").mkdir()
+    earlier = tmp_path / "runs" / "events.out.tfevents.1.earlier"
+    earlier.write_bytes(b"an earlier run's events")
+    began = time.monotonic()
+    done = torchrun(tmp_path, 2, "--epochs", "1", "--batch-size", "8")
+    assert done.returncode != 0
+    assert "error: --logdir" in done.stderr and "--overwrite" in done.stderr
+    assert time.monotonic() - began < 120
+    assert earlier.read_bytes() == b"an earlier run's events"
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
