@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import CourseError
 from .speedrun import DEFAULTS as SPEEDRUN_DEFAULTS
@@ -198,10 +198,18 @@ def add_trust_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like the course's own, without the usage
+    block that argparse prints first (``--help`` still shows it); sub-commands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per job."""
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cifar-course", description="The cifar-course helpers: CIFAR-10 with PyTorch."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

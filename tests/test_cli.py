@@ -275,6 +275,7 @@ def test_numbers_out_of_range_are_refused_by_the_parser_without_a_traceback(
     )
     assert run.returncode == 2
     assert message in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr.splitlines()) == 1 and "--help)" in run.stderr, run.stderr
     assert list(tmp_path.iterdir()) == []
 
 
