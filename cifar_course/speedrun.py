@@ -31,6 +31,7 @@ real time, the narrower ``SpeedNetSmall`` at batch 512 in fp32. ``--epochs``,
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -307,12 +308,66 @@ DEFAULTS: dict[str, dict[str, float | int]] = {
 }
 
 
-def uses_bf16(device: torch.device) -> bool:
-    """bf16 autocast on CUDA GPUs with native bf16 (Ampere, compute capability 8, or newer).
+BF16_MIN_SPEEDUP = 1.15  # on a CPU, bf16 must make training steps this many times faster
 
-    Everything else trains in fp32: older GPUs (Colab's T4) would emulate bf16, slowly, and on a
-    CPU the course's probes found bf16 slower or unsupported (lessons 04 and 08)."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+def uses_bf16(device: torch.device, batch_size: int = 512, job: Distributed | None = None) -> bool:
+    """Whether to train in bf16 autocast on ``device`` at ``batch_size`` (per process).
+
+    On a CUDA GPU: where it has native bf16 (Ampere, compute capability 8, or newer); older GPUs
+    (Colab's T4) would emulate it, slowly. On a CPU: where a short probe (``cpu_bf16_speedup``)
+    finds bf16 steps at least ``BF16_MIN_SPEEDUP`` times as fast as fp32 ones. That depends on
+    the processor: an Intel Xeon with AMX measured 1.7 times, one with AVX-512 BF16 but no AMX
+    half the speed, and an AMD EPYC without native bf16 would emulate it
+    (``benchmarks/README.md``). Under torchrun the processes decide together, on their mean
+    speed-up. Elsewhere (Apple's MPS) fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type != "cpu":
+        return False
+    speedup = cpu_bf16_speedup(batch_size) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 0.0
+    return distributed.mean_over_processes(speedup, job) >= BF16_MIN_SPEEDUP
+
+
+@functools.cache
+def cpu_bf16_speedup(batch_size: int, steps: int = 2) -> float:
+    """fp32's time for a training step of the CPU network at ``batch_size`` divided by bf16
+    autocast's: above 1 where bf16 is faster.
+
+    Times ``steps`` steps of each, after one warm-up step, on a throwaway ``SpeedNetSmall`` and
+    random images, leaving the global random state alone. A few seconds at batch 512; measured
+    once per batch size in each process.
+    """
+    with torch.random.fork_rng(devices=[]):
+        generator = torch.Generator().manual_seed(0)
+        images = torch.rand(batch_size, 3, 32, 32, generator=generator)
+        images = images.contiguous(memory_format=torch.channels_last)
+        targets = torch.randint(0, 10, (batch_size,), generator=generator)
+        seconds = []
+        for bf16 in (False, True):
+            model = SpeedNetSmall().to(memory_format=torch.channels_last)
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.SGD(params, lr=0.01, momentum=MOMENTUM, nesterov=True)
+            for i in range(1 + steps):
+                if i == 1:
+                    began = time.perf_counter()
+                with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                    loss = nn.functional.cross_entropy(model(images), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            seconds.append(time.perf_counter() - began)
+    return seconds[0] / seconds[1]
+
+
+def _precision(amp: bool, device: torch.device, batch_size: int) -> str:
+    """The log's words for the precision ``uses_bf16`` chose, with the CPU probe's result."""
+    words = "bf16 autocast" if amp else "fp32"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        speedup = cpu_bf16_speedup(batch_size)  # measured already: the cached result
+        words += f" (bf16 probe: {speedup:.2f}x fp32's speed)"
+    return words
 
 
 def model_for(device: torch.device) -> SpeedNet:
@@ -336,7 +391,8 @@ def _fit_speedrun(
     began = time.perf_counter()
     first = torch.arange(min(len(train), WHITEN_IMAGES), device=device)
     init_whitening(model, train.batch(first)[0])
-    whiten_seconds = time.perf_counter() - began
+    amp = uses_bf16(device, batch_size, job)  # on a CPU, a probe of a few seconds decides
+    setup_seconds = time.perf_counter() - began  # counted as training time, in the first epoch
     init_identity(model)
     optimizer = make_optimizer(model, config.lr, config.batch_size)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
@@ -364,13 +420,12 @@ def _fit_speedrun(
     total = per_epoch * config.epochs
     step = start * per_epoch
     ema_from = int(total * EMA_START)
-    amp = uses_bf16(device)
     writer = SummaryWriter(config.logdir, purge_step=step or None) if main else None
     log(
         f"training {arch_name(model)} (widths {'/'.join(map(str, model.widths))}) on "
         f"{distributed.describe(job, device)}: {config.epochs} epoch{'s' * (config.epochs != 1)}, "
         f"batch {config.batch_size}, "
-        f"peak lr {config.lr}, {'bf16 autocast' if amp else 'fp32'}, whitening, alternating "
+        f"peak lr {config.lr}, {_precision(amp, device, batch_size)}, whitening, alternating "
         f"flips, {'lookahead' if config.lookahead else 'no lookahead'}, "
         f"{'weight EMA' if config.ema else 'no weight EMA'}, flip+shift TTA"
     )
@@ -411,7 +466,7 @@ def _fit_speedrun(
                 total_loss += loss.detach().float() * len(targets)
                 seen += len(targets)
             synchronize(device)
-            seconds = time.perf_counter() - began + (whiten_seconds if epoch == 0 else 0.0)
+            seconds = time.perf_counter() - began + (setup_seconds if epoch == 0 else 0.0)
             train_loss = distributed.mean_over_processes((total_loss / seen).item(), job)
             stop_if_diverged(train_loss, epoch + 1)  # on every process: they hold the same loss
             if main:

@@ -386,6 +386,50 @@ def test_without_the_ema_the_last_weights_are_tested_and_saved(monkeypatch, buil
     assert same is not ema
 
 
+@pytest.mark.parametrize(("native", "speedup", "chosen"), [(True, 1.7, True), (True, 0.5, False)])
+def test_a_cpu_trains_in_bf16_only_where_the_probe_finds_it_faster(
+    monkeypatch, tmp_path, native, speedup, chosen
+):
+    """The probe's verdict decides the precision of the steps themselves, and the log says so."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr(speedrun, "cpu_bf16_speedup", lambda batch_size: speedup)
+    dtypes = set()
+
+    def model_for(device):
+        model = SpeedNetSmall()
+        model.layers[1][0].register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+        return model
+
+    monkeypatch.setattr(speedrun, "model_for", model_for)
+    lines = short_run(tmp_path, batch_size=500, epochs=1)
+    words = "bf16 autocast" if chosen else "fp32"
+    assert f"{words} (bf16 probe: {speedup:.2f}x fp32's speed)" in lines[0]
+    # the first convolution after the whitening layer, in training (and fp32 in testing)
+    assert (torch.bfloat16 in dtypes) is chosen and torch.float32 in dtypes
+
+
+def test_without_native_bf16_a_cpu_trains_in_fp32_without_probing(monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(speedrun, "cpu_bf16_speedup", lambda batch_size: pytest.fail("probed"))
+    assert not speedrun.uses_bf16(torch.device("cpu"), 512)
+
+
+def test_the_bf16_probe_times_both_precisions_and_leaves_the_random_state_alone(monkeypatch):
+    state = torch.random.get_rng_state()
+    steps = []
+    real = nn.functional.cross_entropy
+
+    def counted(logits, targets):
+        steps.append(logits.dtype)
+        return real(logits, targets)
+
+    monkeypatch.setattr(nn.functional, "cross_entropy", counted)
+    speedup = speedrun.cpu_bf16_speedup.__wrapped__(16, steps=2)
+    assert 0.01 < speedup < 100
+    assert steps == [torch.float32] * 3 + [torch.bfloat16] * 3  # a warm-up step, then 2 timed
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_a_resumed_run_goes_on_exactly_as_if_it_had_never_stopped(tmp_path):
     """The checkpoints hold the lookahead's slow weights: resuming from epoch 1 of a 2-epoch run
     gives its epoch 2 bit for bit. Without them (a checkpoint of a run without lookahead) the
