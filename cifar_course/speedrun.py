@@ -22,9 +22,10 @@ arXiv:2404.00498) and airbench94's published hyper-parameters. On top of lesson 
 ``--no-lookahead`` switches the lookahead off. An exponential moving average of the weights
 (``EMA``) is there too, off unless ``--ema``: lesson 08 measures what each does.
 
-On a CUDA GPU it trains ``SpeedNet`` at airbench94's widths (64/256/256), at batch 1024 and in bf16
-autocast where the GPU has native bf16 (``uses_bf16``); on a CPU, where every multiply-add costs
-real time, the narrower ``SpeedNetSmall`` at batch 512 in fp32. ``--epochs``,
+On a CUDA GPU it trains ``SpeedNet`` at airbench94's widths (64/256/256), at batch 1024; on a CPU,
+where every multiply-add costs real time, the narrower ``SpeedNetSmall`` at batch 512. Both use
+bf16 autocast where it pays: on GPUs with native bf16, and on CPUs where a short probe finds it
+faster (``uses_bf16``); elsewhere fp32. ``--epochs``,
 ``--batch-size`` and ``--lr`` keep their meaning; the defaults are in ``DEFAULTS``.
 """
 
@@ -317,10 +318,10 @@ def uses_bf16(device: torch.device, batch_size: int = 512, job: Distributed | No
     On a CUDA GPU: where it has native bf16 (Ampere, compute capability 8, or newer); older GPUs
     (Colab's T4) would emulate it, slowly. On a CPU: where a short probe (``cpu_bf16_speedup``)
     finds bf16 steps at least ``BF16_MIN_SPEEDUP`` times as fast as fp32 ones. That depends on
-    the processor: an Intel Xeon with AMX measured 1.7 times, one with AVX-512 BF16 but no AMX
-    half the speed, and an AMD EPYC without native bf16 would emulate it
-    (``benchmarks/README.md``). Under torchrun the processes decide together, on their mean
-    speed-up. Elsewhere (Apple's MPS) fp32.
+    the processor: on an Intel Xeon with AMX, bf16 steps of ``SpeedNetSmall`` were 1.7 times as
+    fast; on one with AVX-512 BF16 but no AMX, slower (lesson 04); an AMD EPYC without native
+    bf16 would emulate it (``benchmarks/README.md``). Under torchrun the processes decide
+    together, on their mean speed-up. Elsewhere (Apple's MPS) fp32.
     """
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device)[0] >= 8
@@ -331,34 +332,44 @@ def uses_bf16(device: torch.device, batch_size: int = 512, job: Distributed | No
 
 
 @functools.cache
-def cpu_bf16_speedup(batch_size: int, steps: int = 2) -> float:
+def cpu_bf16_speedup(batch_size: int, steps: int = 3) -> float:
     """fp32's time for a training step of the CPU network at ``batch_size`` divided by bf16
     autocast's: above 1 where bf16 is faster.
 
-    Times ``steps`` steps of each, after one warm-up step, on a throwaway ``SpeedNetSmall`` and
-    random images, leaving the global random state alone. A few seconds at batch 512; measured
-    once per batch size in each process.
+    One warm-up step of each, then ``steps`` steps of each, fp32 and bf16 in turn, on two
+    throwaway ``SpeedNetSmall`` and random images; each precision's fastest step counts, so that
+    a moment when the machine runs slow cannot decide (with the two precisions timed one after
+    the other and the total of two steps each, one probe on a 2-core Intel Xeon with AMX found
+    1.09 where its others found 1.65-1.78). The global random state is left alone. About 5 s at
+    batch 512; measured once per batch size in each process.
     """
     with torch.random.fork_rng(devices=[]):
         generator = torch.Generator().manual_seed(0)
         images = torch.rand(batch_size, 3, 32, 32, generator=generator)
         images = images.contiguous(memory_format=torch.channels_last)
         targets = torch.randint(0, 10, (batch_size,), generator=generator)
-        seconds = []
-        for bf16 in (False, True):
-            model = SpeedNetSmall().to(memory_format=torch.channels_last)
-            params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.SGD(params, lr=0.01, momentum=MOMENTUM, nesterov=True)
-            for i in range(1 + steps):
-                if i == 1:
-                    began = time.perf_counter()
-                with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                    loss = nn.functional.cross_entropy(model(images), targets)
-                optimizer.zero_grad(set_to_none=True)
+        models = [SpeedNetSmall().to(memory_format=torch.channels_last) for _ in range(2)]
+        optimizers = [
+            torch.optim.SGD(
+                [p for p in model.parameters() if p.requires_grad],
+                lr=0.01,
+                momentum=MOMENTUM,
+                nesterov=True,
+            )
+            for model in models
+        ]
+        fastest = [float("inf"), float("inf")]
+        for i in range(1 + steps):
+            for bf16 in (0, 1):
+                began = time.perf_counter()
+                with torch.autocast("cpu", torch.bfloat16, enabled=bool(bf16)):
+                    loss = nn.functional.cross_entropy(models[bf16](images), targets)
+                optimizers[bf16].zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
-            seconds.append(time.perf_counter() - began)
-    return seconds[0] / seconds[1]
+                optimizers[bf16].step()
+                if i > 0:  # the first step of each is a warm-up
+                    fastest[bf16] = min(fastest[bf16], time.perf_counter() - began)
+    return fastest[0] / fastest[1]
 
 
 def _precision(amp: bool, device: torch.device, batch_size: int) -> str:

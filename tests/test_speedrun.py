@@ -426,8 +426,25 @@ def test_the_bf16_probe_times_both_precisions_and_leaves_the_random_state_alone(
     monkeypatch.setattr(nn.functional, "cross_entropy", counted)
     speedup = speedrun.cpu_bf16_speedup.__wrapped__(16, steps=2)
     assert 0.01 < speedup < 100
-    assert steps == [torch.float32] * 3 + [torch.bfloat16] * 3  # a warm-up step, then 2 timed
+    assert steps == [torch.float32, torch.bfloat16] * 3  # a warm-up step each, then 2 timed each
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_a_slow_moment_during_the_bf16_probe_does_not_decide(monkeypatch):
+    """Each precision's fastest step counts: one timed bf16 step made 10 times slower, as by
+    another program taking the CPU for a moment, leaves the verdict as it was."""
+    clock = {"now": 0.0, "steps": 0}
+    real = nn.functional.cross_entropy
+
+    def timed(logits, targets):  # a fake clock: fp32 steps take 2 s, bf16 steps 1 s
+        clock["steps"] += 1
+        bf16 = logits.dtype == torch.bfloat16
+        clock["now"] += (1.0 if bf16 else 2.0) * (10 if clock["steps"] == 6 else 1)
+        return real(logits, targets)
+
+    monkeypatch.setattr(nn.functional, "cross_entropy", timed)
+    monkeypatch.setattr(speedrun.time, "perf_counter", lambda: clock["now"])
+    assert speedrun.cpu_bf16_speedup.__wrapped__(8, steps=3) == pytest.approx(2.0)
 
 
 def test_a_resumed_run_goes_on_exactly_as_if_it_had_never_stopped(tmp_path):
