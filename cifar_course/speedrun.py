@@ -340,7 +340,7 @@ def cpu_bf16_speedup(batch_size: int, steps: int = 3) -> float:
     throwaway ``SpeedNetSmall`` and random images; each precision's fastest step counts, so that
     a moment when the machine runs slow cannot decide (with the two precisions timed one after
     the other and the total of two steps each, one probe on a 2-core Intel Xeon with AMX found
-    1.09 where its others found 1.65-1.78). The global random state is left alone. About 5 s at
+    1.09 where five others found 1.65-2.09). The global random state is left alone. About 5 s at
     batch 512; measured once per batch size in each process.
     """
     with torch.random.fork_rng(devices=[]):
