@@ -134,7 +134,7 @@ def _check_file(path: Path) -> None:
             f"'{path}' is not a PyTorch checkpoint: torch.save writes a zip archive (before "
             "PyTorch 1.6, a pickle), and this file starts as neither. Check the path."
         )
-    if zipfile.is_zipfile(path):
+    if start == b"PK\x03\x04":
         _check_zip(path)
 
 

@@ -155,16 +155,11 @@ class _Payload:
 def _classes_of_a_whole_model() -> set[str]:
     """The names of the classes a whole ``LessonNetSequential`` file refers to, as PyTorch reads
     them from such a file with ``get_unsafe_globals_in_checkpoint``. That function leaves out
-    what the session's allow-list holds, so the list is empty while it runs (and put back)."""
-    kept = torch.serialization.get_safe_globals()
-    try:
-        torch.serialization.clear_safe_globals()
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "whole_model.pth"
-            torch.save(LessonNetSequential(), path)
-            return set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    finally:
-        _allow(kept)
+    what the session's allow-list holds: the caller empties the list first."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "whole_model.pth"
+        torch.save(LessonNetSequential(), path)
+        return set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
 
 
 def _global_name(entry: Any) -> str:
@@ -186,10 +181,11 @@ def _check_load_whole_model(load_whole_model: Any) -> str:
     fresh kernel has it, and put the list back afterwards. A function that works only thanks to
     an ``add_safe_globals`` call outside it is correct, with a note; one that calls it inside
     leaves nothing behind in the session."""
-    needed = _classes_of_a_whole_model()
     kept = torch.serialization.get_safe_globals()
-    fresh = [entry for entry in kept if _global_name(entry) not in needed]
     try:
+        torch.serialization.clear_safe_globals()
+        needed = _classes_of_a_whole_model()
+        fresh = [entry for entry in kept if _global_name(entry) not in needed]
         _allow(fresh)
         try:
             verdict = _load_whole_model_cases(load_whole_model)
