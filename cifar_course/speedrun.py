@@ -325,10 +325,19 @@ def uses_bf16(device: torch.device, batch_size: int = 512, job: Distributed | No
     """
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device)[0] >= 8
-    if device.type != "cpu":
-        return False
-    speedup = cpu_bf16_speedup(batch_size) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 0.0
-    return distributed.mean_over_processes(speedup, job) >= BF16_MIN_SPEEDUP
+    return device.type == "cpu" and cpu_speedup(batch_size, job) >= BF16_MIN_SPEEDUP
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether PyTorch's oneDNN can run bf16 on this CPU (natively, or emulated on AVX-512)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def cpu_speedup(batch_size: int, job: Distributed | None = None) -> float:
+    """``cpu_bf16_speedup`` (0 where oneDNN has no bf16), averaged over torchrun's processes, so
+    that they all decide alike: every process calls it once."""
+    speedup = cpu_bf16_speedup(batch_size) if cpu_bf16_supported() else 0.0
+    return distributed.mean_over_processes(speedup, job)
 
 
 @functools.cache
@@ -372,13 +381,29 @@ def cpu_bf16_speedup(batch_size: int, steps: int = 3) -> float:
     return fastest[0] / fastest[1]
 
 
-def _precision(amp: bool, device: torch.device, batch_size: int) -> str:
-    """The log's words for the precision ``uses_bf16`` chose, with the CPU probe's result."""
-    words = "bf16 autocast" if amp else "fp32"
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        speedup = cpu_bf16_speedup(batch_size)  # measured already: the cached result
-        words += f" (bf16 probe: {speedup:.2f}x fp32's speed)"
-    return words
+def choose_bf16(
+    device: torch.device,
+    batch_size: int,
+    job: Distributed | None,
+    saved: dict[str, Any] | None,
+) -> tuple[bool, str]:
+    """(train in bf16?, the log's words for it). A resumed run keeps the precision its
+    checkpoint was trained in, so that it goes on as if it had never stopped; the probe decides
+    a new run on a CPU (``uses_bf16``)."""
+    if saved is not None and "bf16" in saved:
+        amp = bool(saved["bf16"])
+        if amp and device.type == "cpu" and not cpu_bf16_supported():
+            return False, "fp32 (the resumed run trained in bf16, which this CPU cannot run)"
+        return amp, f"{'bf16 autocast' if amp else 'fp32'}, as the run it resumes"
+    if device.type != "cpu":
+        amp = uses_bf16(device, batch_size, job)
+        return amp, "bf16 autocast" if amp else "fp32"
+    speedup = cpu_speedup(batch_size, job)
+    amp = speedup >= BF16_MIN_SPEEDUP
+    if not cpu_bf16_supported():
+        return amp, "fp32 (this CPU has no bf16)"
+    probe = "mean over the processes " if job is not None and job.world_size > 1 else ""
+    return amp, f"{'bf16 autocast' if amp else 'fp32'} (bf16 probe, {probe}{speedup:.2f}x fp32)"
 
 
 def model_for(device: torch.device) -> SpeedNet:
@@ -402,8 +427,7 @@ def _fit_speedrun(
     began = time.perf_counter()
     first = torch.arange(min(len(train), WHITEN_IMAGES), device=device)
     init_whitening(model, train.batch(first)[0])
-    amp = uses_bf16(device, batch_size, job)  # on a CPU, a probe of a few seconds decides
-    setup_seconds = time.perf_counter() - began  # counted as training time, in the first epoch
+    whiten_seconds = time.perf_counter() - began
     init_identity(model)
     optimizer = make_optimizer(model, config.lr, config.batch_size)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
@@ -417,6 +441,9 @@ def _fit_speedrun(
     if config.init_from:
         init_from(config, model, log)
     refuse_to_overwrite(config, arch_name(model), start, job)
+    began = time.perf_counter()
+    amp, precision = choose_bf16(device, batch_size, job, saved)  # on a CPU, a probe of a few s
+    setup_seconds = whiten_seconds + time.perf_counter() - began  # training time of epoch 1
     ema = EMA(model) if main and config.ema else None  # only rank 0 evaluates and saves
     tested = model if ema is None else ema.model  # the weights evaluated and saved
     train_model = model if job is None else distributed.wrap(model, job)
@@ -436,7 +463,7 @@ def _fit_speedrun(
         f"training {arch_name(model)} (widths {'/'.join(map(str, model.widths))}) on "
         f"{distributed.describe(job, device)}: {config.epochs} epoch{'s' * (config.epochs != 1)}, "
         f"batch {config.batch_size}, "
-        f"peak lr {config.lr}, {_precision(amp, device, batch_size)}, whitening, alternating "
+        f"peak lr {config.lr}, {precision}, whitening, alternating "
         f"flips, {'lookahead' if config.lookahead else 'no lookahead'}, "
         f"{'weight EMA' if config.ema else 'no weight EMA'}, flip+shift TTA"
     )
@@ -496,7 +523,8 @@ def _fit_speedrun(
                     step=step,
                     train_loss=train_loss,
                     seconds=seconds,
-                    extra=None if lookahead is None else {"lookahead": lookahead.slow},
+                    extra={"bf16": amp}
+                    | ({} if lookahead is None else {"lookahead": lookahead.slow}),
                 )
             distributed.barrier(job)
     finally:

@@ -403,15 +403,41 @@ def test_a_cpu_trains_in_bf16_only_where_the_probe_finds_it_faster(
     monkeypatch.setattr(speedrun, "model_for", model_for)
     lines = short_run(tmp_path, batch_size=500, epochs=1)
     words = "bf16 autocast" if chosen else "fp32"
-    assert f"{words} (bf16 probe: {speedup:.2f}x fp32's speed)" in lines[0]
+    assert f"{words} (bf16 probe, {speedup:.2f}x fp32)" in lines[0]
     # the first convolution after the whitening layer, in training (and fp32 in testing)
     assert (torch.bfloat16 in dtypes) is chosen and torch.float32 in dtypes
+    saved = torch.load(tmp_path / "o" / "speed_net_small_epoch01.pt", weights_only=True)
+    assert saved["bf16"] is chosen
+
+    # A resumed run keeps the precision it was trained in, whatever a new probe would say.
+    monkeypatch.setattr(
+        speedrun, "cpu_bf16_speedup", lambda batch_size: 2.2 - speedup
+    )  # the other verdict
+    dtypes.clear()
+    first = tmp_path / "o" / "speed_net_small_epoch01.pt"
+    lines = short_run(tmp_path / "r", batch_size=500, epochs=2, resume=str(first))
+    assert any(f"{words}, as the run it resumes" in line for line in lines[:2])
+    assert (torch.bfloat16 in dtypes) is chosen
 
 
-def test_without_native_bf16_a_cpu_trains_in_fp32_without_probing(monkeypatch):
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+@pytest.mark.parametrize("mkldnn", [True, False])
+def test_without_bf16_in_onednn_a_cpu_trains_in_fp32_without_probing(monkeypatch, mkldnn):
+    """Neither a CPU whose oneDNN has no bf16 nor a PyTorch built without oneDNN (where the
+    bf16 query itself does not exist) is probed."""
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
+    monkeypatch.setattr(
+        torch.ops.mkldnn,
+        "_is_mkldnn_bf16_supported",
+        lambda: False if mkldnn else pytest.fail("asked a build without oneDNN"),
+    )
     monkeypatch.setattr(speedrun, "cpu_bf16_speedup", lambda batch_size: pytest.fail("probed"))
     assert not speedrun.uses_bf16(torch.device("cpu"), 512)
+    assert speedrun.choose_bf16(torch.device("cpu"), 512, None, None) == (
+        False,
+        "fp32 (this CPU has no bf16)",
+    )
+    resumed = speedrun.choose_bf16(torch.device("cpu"), 512, None, {"bf16": True})
+    assert resumed == (False, "fp32 (the resumed run trained in bf16, which this CPU cannot run)")
 
 
 def test_the_bf16_probe_times_both_precisions_and_leaves_the_random_state_alone(monkeypatch):
