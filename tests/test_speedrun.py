@@ -318,16 +318,22 @@ def test_the_training_run_shows_each_image_mirrored_in_alternate_epochs(
     image again, as itself or as its mirror image."""
     train = TensorData(True)
     key = {}
+
+    def pixels(image: torch.Tensor) -> bytes:
+        # The stored bytes, not the floats: a CUDA GPU divides by 255 as a multiplication by
+        # 1/255, which differs from the CPU's division in the last bit for 126 of the 256 values.
+        return (image.cpu() * 255).round().to(torch.uint8).contiguous().numpy().tobytes()
+
     for i in range(len(train)):
-        image = train.batch(torch.tensor([i], device=train.device))[0][0].cpu()
-        key[image.numpy().tobytes()] = (i, False)
-        key[image.flip(2).numpy().tobytes()] = (i, True)
+        image = train.batch(torch.tensor([i], device=train.device))[0][0]
+        key[pixels(image)] = (i, False)
+        key[pixels(image.flip(2))] = (i, True)
     seen: list[dict[int, bool]] = []
 
     def record(module, args):
         if module.training:
             for image in args[0]:
-                index, flipped = key[image.cpu().contiguous().numpy().tobytes()]
+                index, flipped = key[pixels(image)]
                 seen[-1][index] = flipped
 
     live = []
