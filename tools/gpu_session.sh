@@ -101,7 +101,7 @@ TAIL=14 step speedrun 240 python3 tools/speedrun_seeds.py --seeds 0 1 2 3 4 --de
   --out "$LOGS/speedrun"
 # lesson 08's "Run time on a GPU" row (its code as one plain script; no Jupyter there)
 TAIL=30 step notebook_08 150 python3 tools/run_notebook_code.py notebooks/08_speedrun.ipynb
-# lookahead and the weight average have only been measured on CPUs (lesson 08, benchmarks/):
+# lookahead and the weight average, measured on CPUs and on the H200 of 2026-11-28 (benchmarks/):
 # two seeds without the lookahead, two with --ema on top of it
 TAIL=14 step speedrun_no_lookahead 90 python3 tools/speedrun_seeds.py --seeds 0 1 \
   --device cuda --out "$LOGS/speedrun_no_lookahead" -- --no-lookahead
