@@ -56,6 +56,13 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether PyTorch's oneDNN can run bf16 on this CPU (natively, or emulated on AVX-512).
+    False in a PyTorch built without oneDNN, where the query itself does not exist. Used by both
+    bf16 probes: ``FastTrainer.dtype_for`` and ``speedrun.uses_bf16``."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def synchronize(device: torch.device | str) -> None:
     """Wait until all queued work on ``device`` has finished (a no-op on the CPU)."""
     device = torch.device(device)

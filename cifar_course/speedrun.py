@@ -44,7 +44,7 @@ from torch.utils.tensorboard import SummaryWriter
 from . import distributed
 from .checkpoints import load_checkpoint
 from .data import TensorData
-from .device import synchronize
+from .device import cpu_bf16_supported, synchronize
 from .distributed import Distributed
 from .errors import CourseError
 from .models import SpeedNet, SpeedNetSmall, arch_name
@@ -326,11 +326,6 @@ def uses_bf16(device: torch.device, batch_size: int = 512, job: Distributed | No
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device)[0] >= 8
     return device.type == "cpu" and cpu_speedup(batch_size, job) >= BF16_MIN_SPEEDUP
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether PyTorch's oneDNN can run bf16 on this CPU (natively, or emulated on AVX-512)."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def cpu_speedup(batch_size: int, job: Distributed | None = None) -> float:

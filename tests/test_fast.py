@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchvision import transforms
 
-from cifar_course import data
+from cifar_course import data, fast
 from cifar_course.benchmark import run_benchmark
 from cifar_course.checkpoints import load_model
 from cifar_course.fast import FastTrainer
@@ -89,6 +89,48 @@ def test_speed_probe_picks_one_of_the_candidates(data_root):
         assert str(trainer.dtype or "fp32").replace("torch.", "") == faster
     # the probe trained copies, never the model itself
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_slow_moment_during_the_speed_probe_does_not_decide(monkeypatch, data_root):
+    """Each precision is timed in two blocks (fp32, bf16, bf16, fp32) and its faster block counts:
+    the first bf16 block made 10 times slower, as by another program taking the CPU for a moment,
+    leaves the verdict to the second one. (Timed once each, as before, this picked fp32.)"""
+    clock = {"now": 0.0, "steps": 0}
+    real_step = FastTrainer._step
+
+    def step(self, images, targets):  # a fake clock: fp32 steps take 2 s, bf16 steps 1 s
+        clock["steps"] += 1
+        slow = 21 < clock["steps"] <= 36  # the timed steps of the first bf16 block
+        clock["now"] += (2.0 if self.dtype is None else 1.0) * (10 if slow else 1)
+        return real_step(self, images, targets)
+
+    monkeypatch.setattr(FastTrainer, "_step", step)
+    monkeypatch.setattr(fast.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(FastTrainer, "dtype_for", staticmethod(lambda device: torch.bfloat16))
+    model = LessonNet()
+    trainer = FastTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1e-2),
+        torch.device("cpu"),
+        probe_data=data.TensorData(True, limit=64),
+        batch_size=4,
+    )
+    assert clock["steps"] == 4 * (3 + 15)  # four blocks: 3 warm-up steps, then 15 timed
+    assert trainer.probe == {"fp32": 30.0, "bfloat16": 15.0}
+    assert trainer.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("mkldnn", [True, False])
+def test_the_fast_loop_asks_onednn_about_bf16_only_where_pytorch_has_it(monkeypatch, mkldnn):
+    """A PyTorch built without oneDNN has no bf16 query at all: the CPU then gets fp32."""
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
+    monkeypatch.setattr(
+        torch.ops.mkldnn,
+        "_is_mkldnn_bf16_supported",
+        lambda: True if mkldnn else pytest.fail("asked a build without oneDNN"),
+    )
+    expected = torch.bfloat16 if mkldnn else None
+    assert FastTrainer.dtype_for(torch.device("cpu")) == expected
 
 
 def test_cuda_graphs_are_refused_where_they_cannot_work():
