@@ -78,6 +78,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--no-lookahead switches off the speedrun recipe's lookahead; the {args.recipe} "
             "recipe has none. Leave out --no-lookahead, or add --recipe speedrun."
         )
+    if args.precision != "auto" and args.recipe != "speedrun":
+        raise CourseError(
+            f"--precision chooses the speedrun recipe's precision; the {args.recipe} recipe has "
+            "none to choose. Leave out --precision, or add --recipe speedrun."
+        )
     defaults = RECIPE_DEFAULTS[args.recipe]
     if args.recipe == "speedrun":
         from .device import pick_device
@@ -104,6 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe=args.recipe,
         ema=args.ema,
         lookahead=args.lookahead,
+        precision=args.precision,
         overwrite=args.overwrite,
     )
     if args.recipe == "modern":
@@ -303,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="speedrun: train without the lookahead (every 5 steps, the weights are pulled back "
         "towards a slow average of themselves)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="speedrun: train in fp32 or in bf16 autocast; auto (the default) uses bf16 on GPUs "
+        "with native bf16 and on CPUs where a few timed steps find it faster",
     )
     add_trust_flag(p)
     p.set_defaults(func=cmd_train)

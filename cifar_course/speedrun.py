@@ -25,8 +25,9 @@ arXiv:2404.00498) and airbench94's published hyper-parameters. On top of lesson 
 On a CUDA GPU it trains ``SpeedNet`` at airbench94's widths (64/256/256), at batch 1024; on a CPU,
 where every multiply-add costs real time, the narrower ``SpeedNetSmall`` at batch 512. Both use
 bf16 autocast where it pays: on GPUs with native bf16, and on CPUs where a short probe finds it
-faster (``uses_bf16``); elsewhere fp32. ``--epochs``,
-``--batch-size`` and ``--lr`` keep their meaning; the defaults are in ``DEFAULTS``.
+faster (``uses_bf16``); elsewhere fp32. ``--precision fp32`` or ``--precision bf16`` decides
+instead (``check_precision``). ``--epochs``, ``--batch-size`` and ``--lr`` keep their meaning; the
+defaults are in ``DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -376,20 +377,58 @@ def cpu_bf16_speedup(batch_size: int, steps: int = 3) -> float:
     return fastest[0] / fastest[1]
 
 
+def check_precision(device: torch.device, saved: dict[str, Any] | None, precision: str) -> None:
+    """Refuse ``--precision`` where it cannot be followed: bf16 where PyTorch cannot run it on
+    ``device``, or a precision other than that of the run being resumed (``saved``). Called
+    before anything is written."""
+    if precision == "auto":
+        return
+    if saved is not None and "bf16" in saved and (precision == "bf16") != bool(saved["bf16"]):
+        raise CourseError(
+            f"--precision {precision}: the run being resumed trained in "
+            f"{'bf16' if saved['bf16'] else 'fp32'}, and a resumed run goes on in the same "
+            "precision. Leave out --precision, or start a new run with --init-from."
+        )
+    if precision != "bf16":
+        return
+    if device.type == "cpu" and not cpu_bf16_supported():
+        raise CourseError(
+            "--precision bf16: PyTorch's oneDNN has no bf16 on this CPU. Use --precision fp32, "
+            "or auto."
+        )
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        name = torch.cuda.get_device_name(device)
+        raise CourseError(
+            f"--precision bf16: PyTorch cannot run bf16 on {name}. Use --precision fp32, or auto."
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise CourseError(
+            f"--precision bf16 runs on a CPU or a CUDA GPU, not on {device.type}. Use "
+            "--precision fp32, or auto."
+        )
+
+
 def choose_bf16(
     device: torch.device,
     batch_size: int,
     job: Distributed | None,
     saved: dict[str, Any] | None,
+    precision: str = "auto",
 ) -> tuple[bool, str]:
-    """(train in bf16?, the log's words for it). A resumed run keeps the precision its
-    checkpoint was trained in, so that it goes on as if it had never stopped; the probe decides
-    a new run on a CPU (``uses_bf16``)."""
+    """(train in bf16?, the log's words for it), once ``check_precision`` has passed. A resumed
+    run keeps the precision its checkpoint was trained in, so that it goes on as if it had never
+    stopped. Otherwise ``precision`` (``--precision``) decides: "fp32", "bf16", or "auto", where
+    ``uses_bf16`` does (on a CPU, a probe)."""
     if saved is not None and "bf16" in saved:
         amp = bool(saved["bf16"])
         if amp and device.type == "cpu" and not cpu_bf16_supported():
             return False, "fp32 (the resumed run trained in bf16, which this CPU cannot run)"
         return amp, f"{'bf16 autocast' if amp else 'fp32'}, as the run it resumes"
+    if precision != "auto":
+        return (
+            precision == "bf16",
+            f"{'bf16 autocast' if precision == 'bf16' else 'fp32'} (--precision {precision})",
+        )
     if device.type != "cpu":
         amp = uses_bf16(device, batch_size, job)
         return amp, "bf16 autocast" if amp else "fp32"
@@ -433,11 +472,13 @@ def _fit_speedrun(
     if saved is not None:
         start, history = resume(config, model, optimizer, device, log, saved)
         _keep_decoupled(optimizer, make_optimizer(model, config.lr, config.batch_size), config)
+    check_precision(device, saved, config.precision)
     if config.init_from:
         init_from(config, model, log)
     refuse_to_overwrite(config, arch_name(model), start, job)
     began = time.perf_counter()
-    amp, precision = choose_bf16(device, batch_size, job, saved)  # on a CPU, a probe of a few s
+    # on a CPU, without --precision, a probe of a few seconds
+    amp, precision = choose_bf16(device, batch_size, job, saved, config.precision)
     setup_seconds = whiten_seconds + time.perf_counter() - began  # training time of epoch 1
     ema = EMA(model) if main and config.ema else None  # only rank 0 evaluates and saves
     tested = model if ema is None else ema.model  # the weights evaluated and saved

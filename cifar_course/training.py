@@ -134,6 +134,7 @@ class TrainConfig:
     recipe: str = "lecture"
     ema: bool = False  # speedrun only: evaluate and save an average of the weights
     lookahead: bool = True  # speedrun only: pull the weights back to a slow average every 5 steps
+    precision: str = "auto"  # speedrun only: "auto" (see speedrun.uses_bf16), "fp32" or "bf16"
     overwrite: bool = False  # replace an earlier run's checkpoints (out) and events (logdir)
     run_id: str = ""  # torchrun's job id, so that a restarted job finds its own checkpoints
 
@@ -145,6 +146,8 @@ class TrainConfig:
             raise CourseError(f"--batch-size must be at least 1, got {self.batch_size}.")
         if not 0 < self.lr < math.inf:
             raise CourseError(f"--lr must be a positive number, got {self.lr}.")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise CourseError(f"--precision must be auto, fp32 or bf16, got '{self.precision}'.")
         if self.resume and self.init_from:
             raise CourseError(
                 "--resume continues a run and --init-from starts a new one; give only one of them."

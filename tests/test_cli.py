@@ -178,7 +178,9 @@ def test_the_speedrun_recipe_takes_its_defaults_from_the_device(monkeypatch):
     assert main(["train", "--recipe", "speedrun", "--device", "cuda", "--batch-size", "256"]) == 0
     assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--ema"]) == 0
     assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--no-lookahead"]) == 0
-    on_cpu, on_gpu, ema, plain = seen
+    assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--precision", "bf16"]) == 0
+    on_cpu, on_gpu, ema, plain, bf16 = seen
+    assert (on_cpu.precision, on_gpu.precision, bf16.precision) == ("auto", "auto", "bf16")
     assert (on_cpu.ema, on_gpu.ema, ema.ema, plain.ema) == (False, False, True, False)
     assert (on_cpu.lookahead, ema.lookahead, plain.lookahead) == (True, True, False)
     assert on_gpu.lookahead
@@ -203,7 +205,7 @@ def test_fast_with_another_recipe_is_refused_before_anything_runs(
 
 
 @pytest.mark.parametrize("recipe", ["lecture", "modern"])
-@pytest.mark.parametrize("flag", ["--ema", "--no-lookahead"])
+@pytest.mark.parametrize("flag", ["--ema", "--no-lookahead", "--precision=fp32"])
 def test_the_speedrun_switches_with_another_recipe_are_refused_before_anything_runs(
     monkeypatch, capsys, tmp_path, recipe, flag
 ):
@@ -214,7 +216,7 @@ def test_the_speedrun_switches_with_another_recipe_are_refused_before_anything_r
     out = tmp_path / "ck"
     assert main(["train", "--recipe", recipe, flag, "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert f"the {recipe} recipe has none" in err and f"Leave out {flag}" in err
+    assert f"the {recipe} recipe has none" in err and f"Leave out {flag.split('=')[0]}" in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
 

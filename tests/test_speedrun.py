@@ -11,6 +11,7 @@ from cifar_course import modern, speedrun
 from cifar_course.checkpoints import load_model
 from cifar_course.cli import main
 from cifar_course.data import TensorData
+from cifar_course.errors import CourseError
 from cifar_course.models import SpeedNet, SpeedNetSmall, build_model, count_parameters
 from cifar_course.speedrun import (
     EMA,
@@ -444,6 +445,58 @@ def test_without_bf16_in_onednn_a_cpu_trains_in_fp32_without_probing(monkeypatch
     )
     resumed = speedrun.choose_bf16(torch.device("cpu"), 512, None, {"bf16": True})
     assert resumed == (False, "fp32 (the resumed run trained in bf16, which this CPU cannot run)")
+
+
+@pytest.mark.parametrize(("precision", "speedup"), [("fp32", 1.7), ("bf16", 0.5)])
+def test_precision_given_overrules_the_probe_and_is_kept_on_resume(
+    monkeypatch, tmp_path, precision, speedup
+):
+    """--precision trains in the precision asked for, where the probe (not run) would choose the
+    other one; resuming with the other --precision is refused, and the saved files stay."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(speedrun, "cpu_bf16_speedup", lambda batch_size: pytest.fail("probed"))
+    dtypes = set()
+
+    def model_for(device):
+        model = SpeedNetSmall()
+        model.layers[1][0].register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+        return model
+
+    monkeypatch.setattr(speedrun, "model_for", model_for)
+    lines = short_run(tmp_path, batch_size=500, epochs=1, precision=precision)
+    bf16 = precision == "bf16"
+    assert f"{'bf16 autocast' if bf16 else 'fp32'} (--precision {precision})" in lines[0]
+    assert (torch.bfloat16 in dtypes) is bf16
+    first = tmp_path / "o" / "speed_net_small_epoch01.pt"
+    assert torch.load(first, weights_only=True)["bf16"] is bf16
+    before = first.read_bytes()
+    other = "fp32" if bf16 else "bf16"
+    with pytest.raises(CourseError, match=f"--precision {other}: the run being resumed trained"):
+        short_run(tmp_path, batch_size=500, epochs=2, resume=str(first), precision=other)
+    assert (
+        first.read_bytes() == before
+        and not (tmp_path / "o" / "speed_net_small_epoch02.pt").exists()
+    )
+
+
+@pytest.mark.parametrize("mkldnn", [True, False])
+def test_bf16_asked_for_where_onednn_has_none_is_refused_before_anything_is_replaced(
+    monkeypatch, tmp_path, mkldnn
+):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    out = tmp_path / "o"
+    out.mkdir()
+    earlier = out / "speed_net_small_epoch01.pt"
+    earlier.write_bytes(b"an earlier run's checkpoint")
+    with pytest.raises(CourseError, match="--precision bf16: PyTorch's oneDNN has no bf16"):
+        short_run(tmp_path, batch_size=500, epochs=1, precision="bf16", overwrite=True)
+    assert earlier.read_bytes() == b"an earlier run's checkpoint"
+    with pytest.raises(CourseError, match="runs on a CPU or a CUDA GPU, not on mps"):
+        speedrun.check_precision(torch.device("mps"), None, "bf16")
+    speedrun.check_precision(torch.device("mps"), None, "fp32")  # fp32 runs anywhere
+    with pytest.raises(CourseError, match="--precision must be auto, fp32 or bf16"):
+        speedrun.TrainConfig(precision="fp16").validate()
 
 
 def test_the_bf16_probe_times_both_precisions_and_leaves_the_random_state_alone(monkeypatch):
