@@ -78,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--no-lookahead switches off the speedrun recipe's lookahead; the {args.recipe} "
             "recipe has none. Leave out --no-lookahead, or add --recipe speedrun."
         )
-    if args.precision != "auto" and args.recipe != "speedrun":
+    if args.precision is not None and args.recipe != "speedrun":
         raise CourseError(
             f"--precision chooses the speedrun recipe's precision; the {args.recipe} recipe has "
             "none to choose. Leave out --precision, or add --recipe speedrun."
@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe=args.recipe,
         ema=args.ema,
         lookahead=args.lookahead,
-        precision=args.precision,
+        precision=args.precision or "auto",
         overwrite=args.overwrite,
     )
     if args.recipe == "modern":
@@ -313,9 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="speedrun: train in fp32 or in bf16 autocast; auto (the default) uses bf16 on GPUs "
-        "with native bf16 and on CPUs where a few timed steps find it faster",
+        help="speedrun: fp32, or bf16 autocast (refused where it cannot run); auto, the default: "
+        "bf16 on CUDA GPUs of compute capability 8 or newer and on CPUs where a few timed steps "
+        "find it at least 1.15x as fast. A resumed run keeps its checkpoint's precision.",
     )
     add_trust_flag(p)
     p.set_defaults(func=cmd_train)

@@ -119,9 +119,14 @@ class FastTrainer:
     def dtype_for(device: torch.device) -> torch.dtype | None:
         """The mixed-precision type worth using on ``device``, or None where it would not pay."""
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # bf16 from Ampere (compute capability 8) on. Older GPUs (Colab's T4) would run bf16
+            # convolutions on slow fallback kernels (torch.cuda.is_bf16_supported() says True
+            # there too): fp16, with a gradient scaler.
+            major = torch.cuda.get_device_capability(device)[0]
+            return torch.bfloat16 if major >= 8 else torch.float16
         if device.type == "cpu":
-            # bf16 pays only with native support (AVX-512 BF16 or AMX); emulated bf16 is slower.
+            # bf16 wherever oneDNN has it (natively, or emulated on AVX-512); the probe then
+            # finds out whether it pays: on the course's AVX-512 BF16 Xeon it did not.
             return torch.bfloat16 if cpu_bf16_supported() else None
         return None
 

@@ -26,8 +26,9 @@ On a CUDA GPU it trains ``SpeedNet`` at airbench94's widths (64/256/256), at bat
 where every multiply-add costs real time, the narrower ``SpeedNetSmall`` at batch 512. Both use
 bf16 autocast where it pays: on GPUs with native bf16, and on CPUs where a short probe finds it
 faster (``uses_bf16``); elsewhere fp32. ``--precision fp32`` or ``--precision bf16`` decides
-instead (``check_precision``). ``--epochs``, ``--batch-size`` and ``--lr`` keep their meaning; the
-defaults are in ``DEFAULTS``.
+instead (``choose_bf16``; ``check_precision`` refuses bf16 where it cannot run). A resumed run
+keeps the precision its checkpoint was trained in. ``--epochs``, ``--batch-size`` and ``--lr``
+keep their meaning; the defaults are in ``DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -377,35 +378,51 @@ def cpu_bf16_speedup(batch_size: int, steps: int = 3) -> float:
     return fastest[0] / fastest[1]
 
 
+def bf16_refusal(device: torch.device) -> str | None:
+    """Why ``--precision bf16`` cannot be followed on ``device``, or None where it can: a CPU
+    whose oneDNN has no bf16, a CUDA GPU older than Ampere (compute capability 8), whose bf16
+    convolutions would run on slow fallback kernels (the rule of ``uses_bf16``), or another
+    device."""
+    if device.type == "cpu":
+        return None if cpu_bf16_supported() else "PyTorch's oneDNN has no bf16 on this CPU"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return None
+        name = torch.cuda.get_device_name(device)
+        return f"{name} (compute capability {major}.{minor}) has no native bf16"
+    return f"bf16 runs here on a CPU or a CUDA GPU only, not on {device.type}"
+
+
+def resumed_bf16(device: torch.device, saved_bf16: bool) -> bool:
+    """Whether a resumed run trains in bf16: as its checkpoint was trained, except in fp32 on a
+    CPU whose oneDNN has no bf16."""
+    return saved_bf16 and (device.type != "cpu" or cpu_bf16_supported())
+
+
 def check_precision(device: torch.device, saved: dict[str, Any] | None, precision: str) -> None:
-    """Refuse ``--precision`` where it cannot be followed: bf16 where PyTorch cannot run it on
-    ``device``, or a precision other than that of the run being resumed (``saved``). Called
+    """Refuse ``--precision`` where it cannot be followed: bf16 where ``bf16_refusal`` says so,
+    or, for a resumed run (``saved``), a precision other than the one it goes on in. Called
     before anything is written."""
     if precision == "auto":
         return
-    if saved is not None and "bf16" in saved and (precision == "bf16") != bool(saved["bf16"]):
-        raise CourseError(
-            f"--precision {precision}: the run being resumed trained in "
-            f"{'bf16' if saved['bf16'] else 'fp32'}, and a resumed run goes on in the same "
-            "precision. Leave out --precision, or start a new run with --init-from."
-        )
-    if precision != "bf16":
+    if saved is not None and "bf16" in saved:
+        goes_on = resumed_bf16(device, bool(saved["bf16"]))
+        if (precision == "bf16") != goes_on:
+            why = (
+                ""
+                if goes_on or not saved["bf16"]
+                else " (it trained in bf16, which this CPU cannot run)"
+            )
+            raise CourseError(
+                f"--precision {precision}: the run being resumed goes on in "
+                f"{'bf16' if goes_on else 'fp32'}{why}. Leave out --precision, or start a new run "
+                "with --init-from."
+            )
         return
-    if device.type == "cpu" and not cpu_bf16_supported():
-        raise CourseError(
-            "--precision bf16: PyTorch's oneDNN has no bf16 on this CPU. Use --precision fp32, "
-            "or auto."
-        )
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        name = torch.cuda.get_device_name(device)
-        raise CourseError(
-            f"--precision bf16: PyTorch cannot run bf16 on {name}. Use --precision fp32, or auto."
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise CourseError(
-            f"--precision bf16 runs on a CPU or a CUDA GPU, not on {device.type}. Use "
-            "--precision fp32, or auto."
-        )
+    refusal = bf16_refusal(device) if precision == "bf16" else None
+    if refusal is not None:
+        raise CourseError(f"--precision bf16: {refusal}. Use --precision fp32, or auto.")
 
 
 def choose_bf16(
@@ -420,8 +437,8 @@ def choose_bf16(
     stopped. Otherwise ``precision`` (``--precision``) decides: "fp32", "bf16", or "auto", where
     ``uses_bf16`` does (on a CPU, a probe)."""
     if saved is not None and "bf16" in saved:
-        amp = bool(saved["bf16"])
-        if amp and device.type == "cpu" and not cpu_bf16_supported():
+        amp = resumed_bf16(device, bool(saved["bf16"]))
+        if amp != bool(saved["bf16"]):
             return False, "fp32 (the resumed run trained in bf16, which this CPU cannot run)"
         return amp, f"{'bf16 autocast' if amp else 'fp32'}, as the run it resumes"
     if precision != "auto":

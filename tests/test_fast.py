@@ -2,6 +2,7 @@ import copy
 import platform
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -105,7 +106,7 @@ def test_a_slow_moment_during_the_speed_probe_does_not_decide(monkeypatch, data_
         return real_step(self, images, targets)
 
     monkeypatch.setattr(FastTrainer, "_step", step)
-    monkeypatch.setattr(fast.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(fast, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
     monkeypatch.setattr(FastTrainer, "dtype_for", staticmethod(lambda device: torch.bfloat16))
     model = LessonNet()
     trainer = FastTrainer(
@@ -128,9 +129,36 @@ def test_the_fast_loop_asks_onednn_about_bf16_only_where_pytorch_has_it(monkeypa
         torch.ops.mkldnn,
         "_is_mkldnn_bf16_supported",
         lambda: True if mkldnn else pytest.fail("asked a build without oneDNN"),
+        raising=False,
     )
     expected = torch.bfloat16 if mkldnn else None
     assert FastTrainer.dtype_for(torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize(
+    ("capability", "dtype"), [((7, 5), torch.float16), ((8, 0), torch.bfloat16)]
+)
+def test_gpus_before_ampere_get_fp16_not_bf16(monkeypatch, capability, dtype):
+    """torch.cuda.is_bf16_supported() says True on a T4 too, whose bf16 convolutions run on slow
+    fallback kernels: the compute capability decides."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert FastTrainer.dtype_for(torch.device("cuda")) == dtype
+
+
+def test_fp16_trains_with_a_gradient_scaler(monkeypatch, data_root):
+    """The fp16 path (older GPUs) run on the CPU, whose autocast has fp16 too: the scaler is on,
+    the weights stay fp32 and move, the loss is finite."""
+    monkeypatch.setattr(FastTrainer, "dtype_for", staticmethod(lambda device: torch.float16))
+    model = LessonNet()
+    before = copy.deepcopy(model.state_dict())
+    trainer = FastTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=1e-2), torch.device("cpu"), amp=True
+    )
+    assert trainer.dtype == torch.float16 and trainer.scaler.is_enabled()
+    loss = trainer.train_epoch(data.TensorData(True, limit=256), 64, torch.Generator()).item()
+    assert 0 < loss < 10
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_cuda_graphs_are_refused_where_they_cannot_work():
@@ -192,6 +220,23 @@ def test_cuda_graph_epochs_compute_what_the_eager_loop_computes(data_root):
     pairs = zip(graphed.model.parameters(), start.parameters(), strict=True)
     moved = [(p.cpu() - q).abs().max().item() for p, q in pairs]
     assert min(moved) > 1e-4, moved
+
+
+@needs_cuda
+def test_the_speed_probe_on_cuda_leaves_the_model_as_it_was(data_root):
+    cuda = torch.device("cuda")
+    model = LessonNet()
+    before = copy.deepcopy(model.state_dict())
+    trainer = FastTrainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1e-2),
+        cuda,
+        probe_data=data.TensorData(True, cuda, limit=1000),
+    )
+    mixed = str(FastTrainer.dtype_for(cuda)).replace("torch.", "")
+    assert set(trainer.probe) == {"fp32", mixed} and trainer._graph is None
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items())
 
 
 @needs_cuda

@@ -398,7 +398,9 @@ def test_a_cpu_trains_in_bf16_only_where_the_probe_finds_it_faster(
     monkeypatch, tmp_path, native, speedup, chosen
 ):
     """The probe's verdict decides the precision of the steps themselves, and the log says so."""
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr(
+        torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native, raising=False
+    )
     monkeypatch.setattr(speedrun, "cpu_bf16_speedup", lambda batch_size: speedup)
     dtypes = set()
 
@@ -436,6 +438,7 @@ def test_without_bf16_in_onednn_a_cpu_trains_in_fp32_without_probing(monkeypatch
         torch.ops.mkldnn,
         "_is_mkldnn_bf16_supported",
         lambda: False if mkldnn else pytest.fail("asked a build without oneDNN"),
+        raising=False,
     )
     monkeypatch.setattr(speedrun, "cpu_bf16_speedup", lambda batch_size: pytest.fail("probed"))
     assert not speedrun.uses_bf16(torch.device("cpu"), 512)
@@ -453,7 +456,7 @@ def test_precision_given_overrules_the_probe_and_is_kept_on_resume(
 ):
     """--precision trains in the precision asked for, where the probe (not run) would choose the
     other one; resuming with the other --precision is refused, and the saved files stay."""
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
     monkeypatch.setattr(speedrun, "cpu_bf16_speedup", lambda batch_size: pytest.fail("probed"))
     dtypes = set()
 
@@ -469,14 +472,13 @@ def test_precision_given_overrules_the_probe_and_is_kept_on_resume(
     assert (torch.bfloat16 in dtypes) is bf16
     first = tmp_path / "o" / "speed_net_small_epoch01.pt"
     assert torch.load(first, weights_only=True)["bf16"] is bf16
-    before = first.read_bytes()
+    events = sorted((tmp_path / "l").iterdir())
     other = "fp32" if bf16 else "bf16"
-    with pytest.raises(CourseError, match=f"--precision {other}: the run being resumed trained"):
+    goes_on = f"--precision {other}: the run being resumed goes on in {precision}"
+    with pytest.raises(CourseError, match=goes_on):
         short_run(tmp_path, batch_size=500, epochs=2, resume=str(first), precision=other)
-    assert (
-        first.read_bytes() == before
-        and not (tmp_path / "o" / "speed_net_small_epoch02.pt").exists()
-    )
+    assert sorted((tmp_path / "l").iterdir()) == events  # TensorBoard's log: no new events file
+    assert not (tmp_path / "o" / "speed_net_small_epoch02.pt").exists()
 
 
 @pytest.mark.parametrize("mkldnn", [True, False])
@@ -484,19 +486,38 @@ def test_bf16_asked_for_where_onednn_has_none_is_refused_before_anything_is_repl
     monkeypatch, tmp_path, mkldnn
 ):
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    out = tmp_path / "o"
-    out.mkdir()
-    earlier = out / "speed_net_small_epoch01.pt"
-    earlier.write_bytes(b"an earlier run's checkpoint")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    (tmp_path / "l").mkdir()
+    earlier = tmp_path / "l" / "events.out.tfevents.1"  # what --overwrite would remove
+    earlier.write_bytes(b"an earlier run's TensorBoard events")
     with pytest.raises(CourseError, match="--precision bf16: PyTorch's oneDNN has no bf16"):
         short_run(tmp_path, batch_size=500, epochs=1, precision="bf16", overwrite=True)
-    assert earlier.read_bytes() == b"an earlier run's checkpoint"
-    with pytest.raises(CourseError, match="runs on a CPU or a CUDA GPU, not on mps"):
+    assert earlier.read_bytes() == b"an earlier run's TensorBoard events"
+    with pytest.raises(CourseError, match="CPU or a CUDA GPU only, not on mps"):
         speedrun.check_precision(torch.device("mps"), None, "bf16")
     speedrun.check_precision(torch.device("mps"), None, "fp32")  # fp32 runs anywhere
     with pytest.raises(CourseError, match="--precision must be auto, fp32 or bf16"):
         speedrun.TrainConfig(precision="fp16").validate()
+
+
+def test_bf16_is_refused_on_gpus_before_ampere_and_a_resumed_run_keeps_its_precision(
+    monkeypatch,
+):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    with pytest.raises(CourseError, match=r"Tesla T4 \(compute capability 7.5\) has no native"):
+        speedrun.check_precision(cuda, None, "bf16")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    speedrun.check_precision(cuda, None, "bf16")
+    # A bf16 run resumed on a CPU without bf16 goes on in fp32: --precision fp32 agrees with
+    # that, --precision bf16 does not.
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    speedrun.check_precision(cpu, {"bf16": True}, "fp32")
+    with pytest.raises(CourseError, match=r"goes on in fp32 \(it trained in bf16, which this"):
+        speedrun.check_precision(cpu, {"bf16": True}, "bf16")
+    assert speedrun.choose_bf16(cpu, 512, None, {"bf16": True}, "fp32")[0] is False
 
 
 def test_the_bf16_probe_times_both_precisions_and_leaves_the_random_state_alone(monkeypatch):
