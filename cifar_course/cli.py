@@ -313,9 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
-        help="speedrun: fp32, or bf16 autocast (refused where it cannot run); auto, the default: "
-        "bf16 on CUDA GPUs of compute capability 8 or newer and on CPUs where a few timed steps "
-        "find it at least 1.15x as fast. A resumed run keeps its checkpoint's precision.",
+        help="speedrun: fp32, or bf16 autocast (refused where it cannot run well); auto, the "
+        "default: bf16 on CUDA GPUs of compute capability 8 or newer and on CPUs where a few timed "
+        "steps find it at least 1.15x as fast. A resumed run keeps its checkpoint's precision.",
     )
     add_trust_flag(p)
     p.set_defaults(func=cmd_train)
