@@ -63,6 +63,13 @@ def cpu_bf16_supported() -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def cuda_bf16_native(device: torch.device) -> bool:
+    """Whether the CUDA GPU ``device`` has native bf16: Ampere (compute capability 8) or newer.
+    Older GPUs (Colab's T4) run bf16 convolutions on slow fallback kernels, although
+    ``torch.cuda.is_bf16_supported()`` says True there too."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def synchronize(device: torch.device | str) -> None:
     """Wait until all queued work on ``device`` has finished (a no-op on the CPU)."""
     device = torch.device(device)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .data import TensorData
-from .device import cpu_bf16_supported, keep_freed_memory, synchronize
+from .device import cpu_bf16_supported, cuda_bf16_native, keep_freed_memory, synchronize
 
 
 class FastTrainer:
@@ -119,11 +119,8 @@ class FastTrainer:
     def dtype_for(device: torch.device) -> torch.dtype | None:
         """The mixed-precision type worth using on ``device``, or None where it would not pay."""
         if device.type == "cuda":
-            # bf16 from Ampere (compute capability 8) on. Older GPUs (Colab's T4) would run bf16
-            # convolutions on slow fallback kernels (torch.cuda.is_bf16_supported() says True
-            # there too): fp16, with a gradient scaler.
-            major = torch.cuda.get_device_capability(device)[0]
-            return torch.bfloat16 if major >= 8 else torch.float16
+            # older GPUs: fp16, with a gradient scaler
+            return torch.bfloat16 if cuda_bf16_native(device) else torch.float16
         if device.type == "cpu":
             # bf16 wherever oneDNN has it (natively, or emulated on AVX-512); the probe then
             # finds out whether it pays: on the course's AVX-512 BF16 Xeon it did not.

@@ -46,7 +46,7 @@ from torch.utils.tensorboard import SummaryWriter
 from . import distributed
 from .checkpoints import load_checkpoint
 from .data import TensorData
-from .device import cpu_bf16_supported, synchronize
+from .device import cpu_bf16_supported, cuda_bf16_native, synchronize
 from .distributed import Distributed
 from .errors import CourseError
 from .models import SpeedNet, SpeedNetSmall, arch_name
@@ -326,7 +326,7 @@ def uses_bf16(device: torch.device, batch_size: int = 512, job: Distributed | No
     together, on their mean speed-up. Elsewhere (Apple's MPS) fp32.
     """
     if device.type == "cuda":
-        return torch.cuda.get_device_capability(device)[0] >= 8
+        return cuda_bf16_native(device)
     return device.type == "cpu" and cpu_speedup(batch_size, job) >= BF16_MIN_SPEEDUP
 
 
@@ -386,9 +386,9 @@ def bf16_refusal(device: torch.device) -> str | None:
     if device.type == "cpu":
         return None if cpu_bf16_supported() else "PyTorch's oneDNN has no bf16 on this CPU"
     if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        if major >= 8:
+        if cuda_bf16_native(device):
             return None
+        major, minor = torch.cuda.get_device_capability(device)
         name = torch.cuda.get_device_name(device)
         return f"{name} (compute capability {major}.{minor}) has no native bf16"
     return f"bf16 runs here on a CPU or a CUDA GPU only, not on {device.type}"

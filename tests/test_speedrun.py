@@ -393,23 +393,30 @@ def test_without_the_ema_the_last_weights_are_tested_and_saved(monkeypatch, buil
     assert same is not ema
 
 
+@pytest.fixture
+def dtypes(monkeypatch):
+    """The dtypes the first convolution after the whitening layer computes in, over the runs of
+    a test (the recipe builds its network through ``model_for``)."""
+    seen = set()
+
+    def model_for(device):
+        model = SpeedNetSmall()
+        model.layers[1][0].register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+        return model
+
+    monkeypatch.setattr(speedrun, "model_for", model_for)
+    return seen
+
+
 @pytest.mark.parametrize(("native", "speedup", "chosen"), [(True, 1.7, True), (True, 0.5, False)])
 def test_a_cpu_trains_in_bf16_only_where_the_probe_finds_it_faster(
-    monkeypatch, tmp_path, native, speedup, chosen
+    monkeypatch, tmp_path, dtypes, native, speedup, chosen
 ):
     """The probe's verdict decides the precision of the steps themselves, and the log says so."""
     monkeypatch.setattr(
         torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native, raising=False
     )
     monkeypatch.setattr(speedrun, "cpu_bf16_speedup", lambda batch_size: speedup)
-    dtypes = set()
-
-    def model_for(device):
-        model = SpeedNetSmall()
-        model.layers[1][0].register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
-        return model
-
-    monkeypatch.setattr(speedrun, "model_for", model_for)
     lines = short_run(tmp_path, batch_size=500, epochs=1)
     words = "bf16 autocast" if chosen else "fp32"
     assert f"{words} (bf16 probe, {speedup:.2f}x fp32)" in lines[0]
@@ -452,20 +459,12 @@ def test_without_bf16_in_onednn_a_cpu_trains_in_fp32_without_probing(monkeypatch
 
 @pytest.mark.parametrize(("precision", "speedup"), [("fp32", 1.7), ("bf16", 0.5)])
 def test_precision_given_overrules_the_probe_and_is_kept_on_resume(
-    monkeypatch, tmp_path, precision, speedup
+    monkeypatch, tmp_path, dtypes, precision, speedup
 ):
     """--precision trains in the precision asked for, where the probe (not run) would choose the
     other one; resuming with the other --precision is refused, and the saved files stay."""
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
     monkeypatch.setattr(speedrun, "cpu_bf16_speedup", lambda batch_size: pytest.fail("probed"))
-    dtypes = set()
-
-    def model_for(device):
-        model = SpeedNetSmall()
-        model.layers[1][0].register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
-        return model
-
-    monkeypatch.setattr(speedrun, "model_for", model_for)
     lines = short_run(tmp_path, batch_size=500, epochs=1, precision=precision)
     bf16 = precision == "bf16"
     assert f"{'bf16 autocast' if bf16 else 'fp32'} (--precision {precision})" in lines[0]
