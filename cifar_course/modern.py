@@ -41,19 +41,25 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> t
     return translate(images, generator)
 
 
-def translate(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def translate(
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    shifts: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Shift each image by a random 0 to 2 pixels in each direction (reflect-padded).
 
     One gather for the whole batch, with no loop over the 25 possible shifts. On a GPU the shifts
     (drawn on the CPU, so that a seed gives the same images everywhere) travel from pinned memory
-    without making the CPU wait for the GPU.
+    without making the CPU wait for the GPU. ``shifts`` ``[n, 2]`` (0 to 4, on the images'
+    device): drawn already, for example for a whole epoch at once (``speedrun.epoch_shifts``).
     """
     n, device = len(images), images.device
     padded = nn.functional.pad(images, (2, 2, 2, 2), mode="reflect")
-    shifts = torch.randint(0, 5, (n, 2), generator=generator)
-    if device.type == "cuda":
-        shifts = shifts.pin_memory().to(device, non_blocking=True)
-    shifts = shifts.to(device)
+    if shifts is None:
+        shifts = torch.randint(0, 5, (n, 2), generator=generator)
+        if device.type == "cuda":
+            shifts = shifts.pin_memory().to(device, non_blocking=True)
+        shifts = shifts.to(device)
     pixels = torch.arange(32, device=device)
     rows = (shifts[:, 0, None] + pixels)[:, None, :, None]  # [n, 1, 32, 1]
     cols = (shifts[:, 1, None] + pixels)[:, None, None, :]  # [n, 1, 1, 32]

@@ -19,6 +19,13 @@ arXiv:2404.00498) and airbench94's published hyper-parameters. On top of lesson 
   themselves, more and more strongly towards the end of training (``Lookahead``);
 - a short run: 9 epochs on a CPU, 10 on a GPU, against lesson 06's 12.
 
+On a CUDA GPU three switches change how fast the same steps run, not what they compute (each
+measured in ``benchmarks/``): ``COMPILE`` (``torch.compile`` for the training steps, with or
+without CUDA graphs), ``CUDNN_BENCHMARK`` (cuDNN times its convolution kernels once and keeps the
+fastest) and ``DEVICE_DATA_PATH`` (whitening on the GPU, and each epoch's random shifts drawn at
+once and copied in one go). ``OPTIMIZER = "muon"`` swaps the recipe's optimizer for Muon on the
+convolution filters (``Muon``), with airbench94_muon's settings.
+
 ``--no-lookahead`` switches the lookahead off. An exponential moving average of the weights
 (``EMA``) is there too, off unless ``--ema``: lesson 08 measures what each does.
 
@@ -79,6 +86,26 @@ BIAS_LR_SCALE = 64.0  # BatchNorm's biases learn this many times faster than the
 LOOKAHEAD_EVERY = 5  # steps between two lookahead updates
 LOOKAHEAD_DECAY = 0.95**LOOKAHEAD_EVERY  # the share of the slow weights an update keeps, at the end
 
+# How the recipe runs on a CUDA GPU. These change the speed, not the steps. On a CPU only
+# DEVICE_DATA_PATH applies, and there it draws the very same shifts as per batch.
+COMPILE = "default"  # "off" (eager), "default" (torch.compile) or "reduce-overhead" (+ CUDA graphs)
+CUDNN_BENCHMARK = True  # cuDNN times its convolution kernels on the first steps, keeps the fastest
+DEVICE_DATA_PATH = True  # whitening on the GPU; each epoch's shifts drawn and copied in one go
+CHANNELS_LAST = True  # images and activations as [N, H, W, C] in memory, as the kernels prefer
+OPTIMIZER = "sgd"  # "sgd" (airbench94's settings, above) or "muon" (airbench94_muon's, below)
+
+# Muon (``OPTIMIZER = "muon"``), from airbench94_muon's published settings. The run's lr is the
+# filters' learning rate (``MUON_DEFAULTS``); the other rates are per image of the batch, because
+# airbench sums the loss over a batch where this recipe takes its mean.
+MUON_MOMENTUM = 0.6  # Nesterov momentum of the filters' updates
+MUON_NS_STEPS = 3  # Newton-Schulz iterations that orthogonalize each update
+MUON_BIAS_LR = 0.053  # BatchNorm's biases and the whitening bias, per image
+# The linear head, per image. airbench's head divides its output by 256 where SpeedNet's divides
+# by 9 and starts about 28 times smaller: the same change of the outputs takes (9/256)**2 the rate.
+MUON_HEAD_LR = 0.67 * (9 / 256) ** 2
+MUON_WEIGHT_DECAY = 2e-6  # per image of the batch, on all but the filters
+MUON_DEFAULTS: dict[str, float | int] = {"epochs": 8, "batch_size": 2000, "lr": 0.24}
+
 
 def init_identity(model: SpeedNet) -> None:
     """Start each 3x3 convolution after the whitening layer as (partly) the identity.
@@ -92,6 +119,102 @@ def init_identity(model: SpeedNet) -> None:
         if isinstance(module, nn.Conv2d):
             weight = module.weight.data
             nn.init.dirac_(weight[: weight.shape[1]])
+
+
+def orthogonalize(update: torch.Tensor, steps: int = MUON_NS_STEPS) -> torch.Tensor:
+    """Roughly the nearest (semi-)orthogonal matrix to ``update`` ``[rows, cols]``: its singular
+    values pushed towards 1 by ``steps`` Newton-Schulz iterations of the quintic
+    ``x -> a x + b (x x^T) x + c (x x^T)^2 x``, in bf16. Keller Jordan's coefficients trade
+    exactness for speed: the singular values end up roughly between 0.7 and 1.2."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = update.bfloat16()
+    x = x / (x.norm() + 1e-7)
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).to(update.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """Nesterov SGD whose groups marked ``orthogonal`` take orthogonalized steps: "Muon" (Keller
+    Jordan, 2024), as airbench94_muon uses it for the convolution filters.
+
+    In such a group, each filter tensor ``[c_out, c_in, k, k]`` is first scaled back to a norm
+    of ``sqrt(c_out)``, then moved by ``lr`` times ``orthogonalize`` of its momentum-averaged
+    gradient seen as a ``[c_out, c_in*k*k]`` matrix: every direction of the update gets the same
+    size, however unevenly the gradient spreads over them. The other groups take Nesterov SGD
+    steps with weight decay, as ``torch.optim.SGD`` does. Each group has its own momentum.
+    """
+
+    def __init__(self, groups: list[dict[str, Any]]) -> None:
+        defaults = {"lr": 0.0, "momentum": 0.0, "weight_decay": 0.0, "orthogonal": False}
+        super().__init__(groups, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if group["weight_decay"]:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(grad)
+                buffer = state["momentum_buffer"]
+                buffer.mul_(momentum).add_(grad)
+                grad = grad.add(buffer, alpha=momentum)  # Nesterov
+                if group["orthogonal"]:
+                    p.mul_(len(p) ** 0.5 / p.norm())
+                    grad = orthogonalize(grad.reshape(len(grad), -1)).view_as(p)
+                p.add_(grad, alpha=-lr)
+
+
+def make_muon(model: SpeedNet, lr: float, batch_size: int) -> Muon:
+    """``Muon`` in four groups with airbench94_muon's settings: the convolution filters at ``lr``,
+    orthogonalized, momentum 0.6; BatchNorm's biases, the linear head and (last, for
+    ``set_muon_lr``) the whitening bias by Nesterov SGD, momentum 0.85, at rates per image of the
+    batch and with weight decay. ``lr_scale`` holds each group's rate over ``lr``."""
+    trained = [p for p in model.layers.parameters() if p.requires_grad]
+    shrink = MUON_WEIGHT_DECAY * batch_size
+    bias_lr, head_lr = MUON_BIAS_LR * batch_size, MUON_HEAD_LR * batch_size
+
+    def sgd(params: list[torch.Tensor], rate: float) -> dict[str, Any]:
+        return {
+            "params": params,
+            "lr_scale": rate / lr,
+            "momentum": MOMENTUM,
+            "weight_decay": shrink / rate,
+        }
+
+    return Muon(
+        [
+            {
+                "params": [p for p in trained if p.ndim == 4],
+                "lr_scale": 1.0,
+                "momentum": MUON_MOMENTUM,
+                "orthogonal": True,
+            },
+            sgd([p for p in trained if p.ndim == 1], bias_lr),
+            sgd([p for p in trained if p.ndim == 2], head_lr),
+            sgd([model.whiten.bias], bias_lr),
+        ]
+    )
+
+
+def set_muon_lr(optimizer: Muon, step: int, total: int, lr: float, per_epoch: int) -> None:
+    """airbench94_muon's schedule: every rate straight down from its peak to 0 over the run, the
+    whitening bias's over its first ``WHITEN_BIAS_EPOCHS`` epochs."""
+    *groups, whiten_bias = optimizer.param_groups
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"] * (1 - step / total)
+    left = max(0.0, 1 - step / (WHITEN_BIAS_EPOCHS * per_epoch))
+    whiten_bias["lr"] = lr * whiten_bias["lr_scale"] * left
 
 
 def make_optimizer(
@@ -205,10 +328,13 @@ def whitening_filters(images: torch.Tensor, eps: float = WHITEN_EPS) -> torch.Te
 def init_whitening(model: SpeedNet, images: torch.Tensor) -> None:
     """Set ``model.whiten`` from ``images`` in [0, 1] (normalized as the model does).
 
-    Computed on the CPU in float64, wherever the model and the images are (Apple's MPS has no
-    float64), then copied to the model's device.
+    Computed in float64: on a CUDA GPU where the images are, with ``DEVICE_DATA_PATH`` (no copy
+    to the host and back), else on the CPU (Apple's MPS has no float64); the filters are then
+    copied to the model's device.
     """
-    normalized = (images.cpu() - model.mean.cpu()) / model.std.cpu()
+    if not (DEVICE_DATA_PATH and images.device.type == "cuda"):
+        images = images.cpu()
+    normalized = (images - model.mean.to(images.device)) / model.std.to(images.device)
     mean_patch, covariance = patch_statistics(normalized)
     filters = filters_from_covariance(covariance)
     # Centre each output: a patch at the data's mean gives 0 before the GELU.
@@ -287,9 +413,10 @@ class Lookahead:
         if not 0 <= decay <= 1:
             raise ValueError(f"the lookahead's decay must be in [0, 1], got {decay}")
         live = model.state_dict()
-        for name, slow in self.slow.items():
-            slow.lerp_(live[name], 1 - decay)
-            live[name].copy_(slow)
+        slow, current = list(self.slow.values()), [live[name] for name in self.slow]
+        # the same lerp and copy per tensor, in two launches on a GPU instead of two per tensor
+        torch._foreach_lerp_(slow, current, 1 - decay)
+        torch._foreach_copy_(current, slow)
 
     def resume(self, checkpoint: dict[str, Any], log: Callable[[str], None]) -> None:
         """Take the slow weights saved in a training ``checkpoint``. A checkpoint without them
@@ -457,6 +584,16 @@ def choose_bf16(
     return amp, f"{'bf16 autocast' if amp else 'fp32'} (bf16 probe, {probe}{speedup:.2f}x fp32)"
 
 
+def epoch_shifts(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The random shifts of an epoch's ``n`` images ``[n, 2]``, drawn on the CPU from
+    ``generator`` at once (the very numbers that ``translate`` draws batch by batch), and copied
+    to ``device`` in one go, from pinned memory on a CUDA GPU."""
+    shifts = torch.randint(0, 5, (n, 2), generator=generator)
+    if device.type == "cuda":
+        return shifts.pin_memory().to(device, non_blocking=True)
+    return shifts.to(device)
+
+
 def model_for(device: torch.device) -> SpeedNet:
     """``SpeedNet`` on a CUDA GPU, ``SpeedNetSmall`` elsewhere."""
     return SpeedNet() if device.type == "cuda" else SpeedNetSmall()
@@ -473,14 +610,19 @@ def _fit_speedrun(
     config: TrainConfig, job: Distributed | None, log: Callable[[str], None]
 ) -> list[dict[str, float]]:
     main, device, batch_size = start_process(config, job)
-    model = model_for(device).to(device, memory_format=torch.channels_last)
+    layout = torch.channels_last if CHANNELS_LAST else torch.contiguous_format
+    model = model_for(device).to(device, memory_format=layout)
     train = TensorData(True, device)
+    synchronize(device)  # the data's copy to the device is not training time
     began = time.perf_counter()
     first = torch.arange(min(len(train), WHITEN_IMAGES), device=device)
     init_whitening(model, train.batch(first)[0])
+    synchronize(device)
     whiten_seconds = time.perf_counter() - began
     init_identity(model)
-    optimizer = make_optimizer(model, config.lr, config.batch_size)
+    muon = OPTIMIZER == "muon"
+    build = make_muon if muon else make_optimizer
+    optimizer = build(model, config.lr, config.batch_size)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
     history: list[dict[str, float]] = []
     start = 0
@@ -488,7 +630,7 @@ def _fit_speedrun(
     saved = load_checkpoint(config.resume, map_location=device) if config.resume else None
     if saved is not None:
         start, history = resume(config, model, optimizer, device, log, saved)
-        _keep_decoupled(optimizer, make_optimizer(model, config.lr, config.batch_size), config)
+        _keep_decoupled(optimizer, build(model, config.lr, config.batch_size), config)
     check_precision(device, saved, config.precision)
     if config.init_from:
         init_from(config, model, log)
@@ -500,6 +642,10 @@ def _fit_speedrun(
     ema = EMA(model) if main and config.ema else None  # only rank 0 evaluates and saves
     tested = model if ema is None else ema.model  # the weights evaluated and saved
     train_model = model if job is None else distributed.wrap(model, job)
+    compiled = job is None and device.type == "cuda" and COMPILE != "off"
+    if compiled:  # tests and checkpoints use the plain model, which shares the weights
+        mode = None if COMPILE == "default" else COMPILE
+        train_model = torch.compile(model, mode=mode, dynamic=False)
     # After wrap, which gives every process rank 0's weights. Each checkpoint holds the slow
     # weights too, so that a resumed run goes on exactly as if it had never stopped (without
     # --ema: then the checkpoint holds the average, not the weights that trained).
@@ -519,9 +665,14 @@ def _fit_speedrun(
         f"peak lr {config.lr}, {precision}, whitening, alternating "
         f"flips, {'lookahead' if config.lookahead else 'no lookahead'}, "
         f"{'weight EMA' if config.ema else 'no weight EMA'}, flip+shift TTA"
+        + (", Muon" if muon else "")
+        + (f", torch.compile ({COMPILE})" if compiled else "")
     )
     flips = torch.rand(len(train), generator=torch.Generator().manual_seed(config.seed)) < 0.5
     flips = flips.to(device)
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
     try:
         for epoch in range(start, config.epochs):
             order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
@@ -529,21 +680,34 @@ def _fit_speedrun(
             if job is not None:
                 mine = distributed.shard(len(train), config.seed * 1000, epoch, job)
             train_model.train()
-            if job is None and epoch >= WHITEN_BIAS_EPOCHS:
+            if job is None and epoch >= WHITEN_BIAS_EPOCHS and not compiled:
                 # Frozen for good: autograd then skips the backward pass into the whitening
                 # layer (4-14 % of a CPU step in benchmarks/2026-11-28-cpu-lookahead/probes.log).
-                # DDP fixes its gradient buckets at the wrap, so under torchrun the learning
-                # rate 0 of set_lr freezes it instead.
+                # DDP fixes its gradient buckets at the wrap, and a compiled model would compile
+                # again, so there the learning rate 0 of set_lr freezes it instead.
                 model.whiten.bias.requires_grad_(False)
             flip_now = alternating_flip(flips, epoch)
+            synchronize(device)  # the last epoch's test and checkpoint are not training time
             began = time.perf_counter()
             total_loss = torch.zeros((), device=device)
             seen = 0
-            for idx in train.batch_indices(batch_size, True, order, order=mine):
-                images, targets = train.batch(idx, channels_last=True)
+            batches = list(train.batch_indices(batch_size, True, order, order=mine))
+            shifts = None
+            if DEVICE_DATA_PATH:  # after the shuffle, the same numbers as translate would draw
+                shifts = epoch_shifts(sum(len(idx) for idx in batches), order, device)
+            for idx in batches:
+                images, targets = train.batch(idx, channels_last=CHANNELS_LAST)
                 images = torch.where(flip_now[idx].view(-1, 1, 1, 1), images.flip(3), images)
-                images = translate(images, order)
-                set_lr(optimizer, schedule(step, total, config.lr), epoch)
+                if shifts is None:
+                    images = translate(images, order)
+                else:
+                    images = translate(images, shifts=shifts[seen : seen + len(idx)])
+                if muon:
+                    set_muon_lr(optimizer, step, total, config.lr, per_epoch)
+                else:
+                    set_lr(optimizer, schedule(step, total, config.lr), epoch)
+                if COMPILE == "reduce-overhead" and compiled:
+                    torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are used
                 with torch.autocast(device.type, torch.bfloat16, enabled=amp):
                     loss = loss_fn(train_model(images), targets)
                 optimizer.zero_grad(set_to_none=True)
@@ -581,6 +745,7 @@ def _fit_speedrun(
                 )
             distributed.barrier(job)
     finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         if writer is not None:
             writer.close()
     if main:

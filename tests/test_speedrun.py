@@ -345,7 +345,7 @@ def test_the_training_run_shows_each_image_mirrored_in_alternate_epochs(
         live.append(model)
         return model
 
-    monkeypatch.setattr(speedrun, "translate", lambda images, generator: images)
+    monkeypatch.setattr(speedrun, "translate", lambda images, generator=None, shifts=None: images)
     monkeypatch.setattr(speedrun, "model_for", model_for)
     original = modern.evaluate_tta
 
@@ -631,3 +631,111 @@ def test_the_recipe_beats_the_lecture_net_on_the_slice(data_root, tmp_path, caps
     exported = tmp_path / "speed.pt"
     assert main(["export", str(checkpoint), str(exported)]) == 0
     assert isinstance(load_model(exported), SpeedNetSmall)
+
+
+def test_shifts_drawn_per_epoch_are_the_ones_drawn_per_batch(monkeypatch, built, tmp_path):
+    """DEVICE_DATA_PATH draws an epoch's shifts at once (one copy to a GPU instead of one a step):
+    the same numbers in the same order, so the run is bit for bit the one drawn batch by batch."""
+    runs = []
+    for per_epoch in (True, False):
+        monkeypatch.setattr(speedrun, "DEVICE_DATA_PATH", per_epoch)
+        runs.append(short_run(tmp_path / str(per_epoch), batch_size=300, epochs=1))
+    losses = [
+        [line.split("train loss ")[1].split()[0] for line in run if "train loss" in line]
+        for run in runs
+    ]
+    assert losses[0] == losses[1] and losses[0]
+    generator = torch.Generator().manual_seed(3)
+    whole = speedrun.epoch_shifts(700, generator, torch.device("cpu"))
+    generator.manual_seed(3)
+    pieces = [torch.randint(0, 5, (n, 2), generator=generator) for n in (300, 300, 100)]
+    assert torch.equal(whole, torch.cat(pieces))
+
+
+@pytest.mark.parametrize("shape", [(64, 216), (256, 2304), (576, 64)])
+def test_orthogonalize_evens_out_the_sizes_of_the_directions(shape):
+    """Three Newton-Schulz steps with Keller Jordan's coefficients: singular values spread over
+    a factor of 3 to 11 end up between about 0.45 and 1.2, for wide and tall matrices."""
+    generator = torch.Generator().manual_seed(0)
+    uneven = torch.randn(*shape, generator=generator) * torch.logspace(-1, 0, shape[1])
+    out = speedrun.orthogonalize(uneven)
+    assert out.shape == uneven.shape and out.dtype == uneven.dtype
+    before, after = torch.linalg.svdvals(uneven), torch.linalg.svdvals(out.float())
+    assert before.max() / before.min() > 2.5
+    assert 0.45 < after.min() and after.max() < 1.25
+
+
+def test_muon_sgd_groups_match_torch_sgd_and_filters_take_orthogonal_steps():
+    """The plain groups of ``Muon`` are Nesterov SGD with weight decay, step for step as
+    ``torch.optim.SGD``; an orthogonal group first scales each filter tensor to norm sqrt(c_out),
+    then steps by lr times an orthogonalized update."""
+    generator = torch.Generator().manual_seed(0)
+    bias, filters = (
+        torch.randn(8, generator=generator),
+        torch.randn(16, 4, 3, 3, generator=generator),
+    )
+    mine = [bias.clone().requires_grad_(), filters.clone().requires_grad_()]
+    reference = bias.clone().requires_grad_()
+    muon = speedrun.Muon(
+        [
+            {"params": [mine[0]], "lr": 0.1, "momentum": 0.85, "weight_decay": 0.01},
+            {"params": [mine[1]], "lr": 0.05, "momentum": 0.6, "orthogonal": True},
+        ]
+    )
+    sgd = torch.optim.SGD([reference], lr=0.1, momentum=0.85, nesterov=True, weight_decay=0.01)
+    for _ in range(3):
+        grads = torch.randn(8, generator=generator), torch.randn(16, 4, 3, 3, generator=generator)
+        mine[0].grad, mine[1].grad, reference.grad = grads[0], grads[1], grads[0].clone()
+        before = mine[1].detach().clone()
+        muon.step()
+        sgd.step()
+        assert torch.allclose(mine[0], reference, atol=1e-6)
+        rescaled = before * 16**0.5 / before.norm()
+        step = (rescaled - mine[1].detach()).reshape(16, -1) / 0.05
+        values = torch.linalg.svdvals(step)
+        assert 0.5 < values.min() and values.max() < 1.3
+
+
+def test_the_muon_schedule_falls_to_zero_and_the_whitening_bias_stops_after_three_epochs():
+    model = SpeedNetSmall()
+    muon = speedrun.make_muon(model, lr=0.24, batch_size=2000)
+    filters, norms, head, whiten = muon.param_groups
+    assert filters["orthogonal"] and not norms["orthogonal"] and len(filters["params"]) == 6
+    assert whiten["params"] == [model.whiten.bias] and len(head["params"]) == 1
+    speedrun.set_muon_lr(muon, 0, 200, 0.24, per_epoch=25)
+    assert filters["lr"] == pytest.approx(0.24)
+    assert norms["lr"] == pytest.approx(0.053 * 2000) == whiten["lr"]
+    assert norms["lr"] * norms["weight_decay"] == pytest.approx(2e-6 * 2000)
+    speedrun.set_muon_lr(muon, 100, 200, 0.24, per_epoch=25)
+    assert filters["lr"] == pytest.approx(0.12) and whiten["lr"] == 0.0
+    speedrun.set_muon_lr(muon, 50, 200, 0.24, per_epoch=25)
+    assert whiten["lr"] == pytest.approx(0.053 * 2000 / 3)
+
+
+def test_the_recipe_with_muon_trains_and_resumes_bit_for_bit(monkeypatch, built, tmp_path):
+    """``OPTIMIZER = "muon"`` runs the whole recipe (checkpoints, lookahead, resume) with Muon:
+    resumed from its epoch 1, a 2-epoch run gives its epoch 2 bit for bit."""
+    monkeypatch.setattr(speedrun, "OPTIMIZER", "muon")
+    whole = short_run(tmp_path / "a", batch_size=500)
+    assert "Muon" in whole[0]
+    first = tmp_path / "a" / "o" / "speed_net_small_epoch01.pt"
+    short_run(tmp_path / "b", batch_size=500, resume=str(first))
+    straight, resumed = (
+        torch.load(tmp_path / run / "o" / "speed_net_small_epoch02.pt", weights_only=True)
+        for run in "ab"
+    )
+    assert all(torch.equal(v, resumed["model"][k]) for k, v in straight["model"].items())
+    assert straight["optimizer"]["param_groups"][0]["orthogonal"]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_whitening_on_cuda_gives_the_cpus_filters(images):
+    """DEVICE_DATA_PATH computes the whitening in float64 on the GPU: the CPU's filters."""
+    on_cpu, on_gpu = SpeedNet(), SpeedNet().cuda()
+    init_whitening(on_cpu, images[:500])
+    init_whitening(on_gpu, images[:500].cuda())
+    assert torch.allclose(on_gpu.whiten.weight.cpu(), on_cpu.whiten.weight, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(on_gpu.whiten.bias.cpu(), on_cpu.whiten.bias, rtol=1e-4, atol=1e-4)

@@ -1,80 +1,102 @@
 #!/usr/bin/env bash
 # All the GPU measurements of one session, for a lent GPU machine (see README, "Performance").
 #
-# CIFAR-10 (178 MB) cannot travel in one call (at most 64 MiB each), so it travels in parts in
-# ignored folders .stage1/ .stage2/ .stage3/ and is gathered outside the repository, in $STAGE:
-#   tools/gpu_session.sh smoke   # stage data_batch_1 + test_batch + batches.meta + MD5SUMS,
-#                                # then quick CUDA checks (smoke mode needs only those)
-#   tools/gpu_session.sh stage   # stage the next files (two batches fit in one call)
-#   tools/gpu_session.sh run     # stage the last files, then every full measurement
-# Here, before the first call, fill one ignored folder per call with its part, gzipped (31.0 MB a
-# batch becomes 28.3 MB, which leaves the rest of the tree ~10 MB), and name that call's folder
-# in its carry (.stage1, then .stage2, then .stage3): the calls then follow each other at once.
-#   D=../shared/cifar10/cifar-10-batches-py; rm -rf .stage*; mkdir .stage1 .stage2 .stage3
-#   for f in data_batch_1 test_batch; do gzip -c $D/$f >.stage1/$f.gz; done
-#   cp $D/batches.meta $D/../MD5SUMS .stage1/
-#   for f in data_batch_2 data_batch_3; do gzip -c $D/$f >.stage2/$f.gz; done
-#   for f in data_batch_4 data_batch_5; do gzip -c $D/$f >.stage3/$f.gz; done
-# MD5SUMS (the shared copy's own sums, beside cifar-10-batches-py/) must travel too: without it
-# the md5 check refuses the re-packed files. The machine forgets everything 30 s after a call,
-# so make the three calls back to back, with nothing in between, and give_back after the last.
-# If the run call says the earlier parts are gone, stage them again without the smoke tests:
-# stage (carry .stage1), stage (carry .stage2), run (carry .stage3).
+# A session has 15 min of device time, the machine's start (1-2 min) and idle waits included,
+# and one call may carry at most 64 MiB. CIFAR-10 (178 MB) therefore travels in three parts,
+# xz-compressed with a delta filter (31.0 MB a batch becomes 21.6 MB), in ignored folders
+# .stage1/ .stage2/ .stage3/, and is gathered outside the repository, in $STAGE. nbclient,
+# ipykernel and their dependencies travel as wheels in the ignored folder .whl/ (15 MB; the
+# machine has no Jupyter) and are installed into /tmp/site. Four calls, back to back (the machine
+# forgets everything 30 s after a call), then give_back:
+#
+#   here, once:  tools/gpu_session.sh pack       # fill .stage1-3 (about 1 min on 2 cores);
+#                                                # .whl: see "Wheels" below
+#   1. tools/gpu_session.sh smoke      carry .stage1 .whl   # wheels, a kernel check, CUDA tests
+#   2. tools/gpu_session.sh stage      carry .stage2
+#   3. tools/gpu_session.sh speedrun   carry .stage3        # the speed-run: seeds, then levers
+#   4. tools/gpu_session.sh notebooks                       # lessons 01-08 in a real kernel
+#
+# Wheels (here, Python 3.12 wheels for the machine; the versions of the .venv's own):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux1_x86_64 --platform any -d .whl nbclient==... ipykernel==... (and
+#     each dependency the machine lacks: nbformat jupyter_client jupyter_core traitlets ipython
+#     comm debugpy matplotlib-inline nest-asyncio2 pyzmq tornado fastjsonschema jsonschema
+#     jsonschema-specifications referencing rpds-py platformdirs jedi parso pexpect ptyprocess
+#     prompt_toolkit wcwidth stack_data executing asttokens pure_eval ipython_pygments_lexers)
+#
+# If a later call says the earlier parts are gone, stage them again: stage (carry .stage1 .whl),
+# stage (carry .stage2), then the call again with .stage3.
 #
 # At most 8 files come back from $OUT, so every log goes to $LOGS/<mode>/ and, after each step,
 # into one archive, $OUT/<mode>-logs.tar.gz: a call stopped at its limit still brings back the
-# logs of the steps before.
-#
-# A session has 15 min of device time in all, the machine's start (1-2 min) and idle waits
-# included. Each mode stops starting steps at its DEADLINE (seconds): smoke 200, run 450, so that
-# start + smoke + stage + run stay under 15 min. Give each call a timeout_s about 60 s above its
-# DEADLINE. The run mode goes in order of need: the speed-run's 5 seeds (issue 16's target), lesson
-# 08's run time, the lookahead and EMA pairs, then the re-checks of what 2026-11-27's H100 session
-# measured already (benchmark, modern recipe, DDP, the other notebooks), which the deadline may
-# skip.
+# logs of the steps before. Each mode stops starting steps at its DEADLINE (seconds): smoke 45,
+# speedrun 340, notebooks 360; give each call a timeout_s about 40 s above it.
 set -u
 STAGE=${STAGE:-/root/cifar10}
 OUT=${OUT:-/tmp/gpu_session}
 mode=${1:-stage}
-case $mode in smoke | stage | run) ;; *) echo "usage: $0 smoke|stage|run"; exit 2 ;; esac
+case $mode in pack | smoke | stage | speedrun | notebooks) ;; *)
+  echo "usage: $0 pack|smoke|stage|speedrun|notebooks"
+  exit 2
+  ;;
+esac
+
+if [ "$mode" = pack ]; then  # here, before the calls
+  D=${CIFAR_COURSE_DATA:-../shared/cifar10}/cifar-10-batches-py
+  rm -rf .stage1 .stage2 .stage3 && mkdir .stage1 .stage2 .stage3 || exit 1
+  cp "$D/batches.meta" "$D/../MD5SUMS" .stage1/
+  pack_one() { xz -T1 --delta=dist=1 --lzma2=preset=9e -c "$D/$1" >"$2/$1.xz"; }
+  pack_one data_batch_1 .stage1 & pack_one test_batch .stage1 & wait
+  pack_one data_batch_2 .stage2 & pack_one data_batch_3 .stage2 & wait
+  pack_one data_batch_4 .stage3 & pack_one data_batch_5 .stage3 & wait
+  du -sh .stage1 .stage2 .stage3 .whl 2>/dev/null
+  exit 0
+fi
+
 LOGS=${LOGS:-/tmp/gpu_logs}/$mode
 rm -rf "$LOGS"  # a second try on a warm machine packs only its own logs
 mkdir -p "$STAGE/cifar-10-batches-py" "$OUT" "$LOGS"
 for f in .stage?/*; do  # what earlier calls left there too: a few seconds
   [ -f "$f" ] || continue
   case $f in
-    *.gz) gunzip -c "$f" >"$STAGE/cifar-10-batches-py/$(basename "$f" .gz)" ;;
+    *.xz) xz -dc "$f" >"$STAGE/cifar-10-batches-py/$(basename "$f" .xz)" ;;
     *) cp "$f" "$STAGE/cifar-10-batches-py/" ;;
   esac
 done
 if [ -f "$STAGE/cifar-10-batches-py/MD5SUMS" ]; then
   mv "$STAGE/cifar-10-batches-py/MD5SUMS" "$STAGE/"
 fi
+if ls .whl/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site/nbclient ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || echo "the wheels did not install"
+fi
 ls -l "$STAGE/cifar-10-batches-py"
 [ "$mode" = stage ] && exit 0
-if [ "$mode" = run ]; then
+if [ "$mode" != smoke ]; then
   for f in MD5SUMS cifar-10-batches-py/{batches.meta,test_batch,data_batch_{1,2,3,4,5}}; do
     if [ ! -f "$STAGE/$f" ]; then
       echo "$STAGE/$f is missing: this call's part was not carried, or the machine was given" \
         "back between calls and lost the earlier parts. Stage them again, back to back:" \
-        "stage (carry .stage1), stage (carry .stage2), run (carry .stage3)."
+        "stage (carry .stage1 .whl), stage (carry .stage2), then this call (carry .stage3)."
       exit 3
     fi
   done
 fi
-if [ "$mode" = smoke ]; then DEADLINE=${DEADLINE:-200}; else DEADLINE=${DEADLINE:-450}; fi
+case $mode in smoke) DEADLINE=${DEADLINE:-45} ;; speedrun) DEADLINE=${DEADLINE:-340} ;;
+  *) DEADLINE=${DEADLINE:-360} ;; esac
 
-export CIFAR_COURSE_DATA=$STAGE PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg TQDM_DISABLE=1
+export CIFAR_COURSE_DATA=$STAGE PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 unset CIFAR_COURSE_SMOKE
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $LOGS/NAME.log
   local name=$1 limit=$2 left=$((DEADLINE - SECONDS))
   shift 2
-  if [ "$left" -lt 20 ]; then echo "=== $name: skipped, ${left}s left"; return; fi
+  if [ "$left" -lt 15 ]; then echo "=== $name: skipped, ${left}s left"; return; fi
   [ "$limit" -gt "$left" ] && limit=$left
   echo "=== $name (started at ${SECONDS}s, limit ${limit}s)"
   timeout -k 10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
   echo "=== $name: exit $? at ${SECONDS}s"
-  grep -v '^\s*$' "$LOGS/$name.log" | tail -n "${TAIL:-25}"
+  grep -v '^\s*$' "$LOGS/$name.log" | grep -v '^    ' | tail -n "${TAIL:-25}"
   pack
 }
 pack() { tar -czf "$OUT/$mode-logs.tar.gz" -C "$LOGS" .; }
@@ -84,34 +106,58 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', \
 torchvision.__version__, torch.cuda.get_device_name(), 'CPUs', __import__('os').cpu_count())" \
   | tee -a "$LOGS/gpu.txt"
+bench() {  # bench LABEL SECONDS ARGS...: tools/speedrun_bench.py, summary in $LOGS/speedrun/
+  local label=$1 limit=$2
+  shift 2
+  TAIL=${TAIL:-16} step "$label" "$limit" python3 tools/speedrun_bench.py --device cuda \
+    --out "$LOGS/speedrun" --label "$label" "$@"
+}
+TEN="0 1 2 3 4 5 6 7 8 9"
 
 if [ "$mode" = smoke ]; then
+  # the kernel that the notebooks call will use: a two-cell notebook, magics included
+  mkdir -p /tmp/kernel_check
+  python3 - <<'EOF' >"$LOGS/kernel_check.log" 2>&1
+import nbformat
+from nbclient import NotebookClient
+nb = nbformat.v4.new_notebook()
+nb.cells = [nbformat.v4.new_code_cell("%%writefile hello.py\nprint('hello')"),
+            nbformat.v4.new_code_cell("import torch, sys; print(sys.executable, torch.cuda.get_device_name())")]
+NotebookClient(nb, timeout=60, kernel_name="python3",
+               resources={"metadata": {"path": "/tmp/kernel_check"}}).execute()
+print(nb.cells[1].outputs[0]["text"])
+EOF
+  echo "=== kernel check: $(tail -n 1 "$LOGS/kernel_check.log")"
   export CIFAR_COURSE_SMOKE=1
-  # the CUDA tests first: FastTrainer's CUDA graphs (test_fast) and the speed-run (test_speedrun)
-  step smoke_tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_fast.py \
+  # the CUDA-only tests (CI has no GPU): the fast loop's CUDA graphs, the compiled speed-run
+  step smoke_tests 40 python3 -m pytest -q -p no:cacheprovider -x -k cuda tests/test_fast.py \
     tests/test_speedrun.py
-  step smoke_speedrun 45 python3 -m cifar_course train --recipe speedrun --device cuda \
-    --epochs 2 --batch-size 256 --out /tmp/smoke_ck --logdir /tmp/smoke_tb --overwrite
   exit 0
 fi
 
-step data 60 python3 -m cifar_course data
-# The speed-run recipe (issue 16): 5 seeds of SpeedNet, mean and spread, in $LOGS/speedrun/
-TAIL=14 step speedrun 240 python3 tools/speedrun_seeds.py --seeds 0 1 2 3 4 --device cuda \
-  --out "$LOGS/speedrun"
-# lesson 08's "Run time on a GPU" row (its code as one plain script; no Jupyter there)
-TAIL=30 step notebook_08 150 python3 tools/run_notebook_code.py notebooks/08_speedrun.ipynb
-# lookahead and the weight average, measured on CPUs and on the H200 of 2026-11-28 (benchmarks/):
-# two seeds without the lookahead, two with --ema on top of it
-TAIL=14 step speedrun_no_lookahead 90 python3 tools/speedrun_seeds.py --seeds 0 1 \
-  --device cuda --out "$LOGS/speedrun_no_lookahead" -- --no-lookahead
-TAIL=14 step speedrun_ema 90 python3 tools/speedrun_seeds.py --seeds 0 1 --device cuda \
-  --out "$LOGS/speedrun_ema" -- --ema
-# re-checks of 2026-11-27's H100 figures: FastTrainer has changed since (7b033cb)
-TAIL=14 step benchmark 120 python3 -m cifar_course benchmark --device cuda --epochs 10
-step modern 60 python3 -m cifar_course train --recipe modern --device cuda \
-  --out /tmp/modern_ck --logdir /tmp/modern_tb --overwrite
-# DDP's own overhead on one card (issue 14): the modern recipe's eager loop, plain and under
-# torchrun with one process (and one process per GPU where there are several)
-step ddp 240 python3 tools/ddp_benchmark.py --device cuda --recipe modern --out "$LOGS/ddp"
-TAIL=40 step notebooks 400 python3 tools/run_notebook_code.py notebooks/0[1-7]*.ipynb
+if [ "$mode" = speedrun ]; then
+  step data 30 python3 -m cifar_course data
+  # The target first: the recipe as it now stands on a GPU (torch.compile, cuDNN's kernel
+  # timing, the device data path), 10 seeds, at the most epochs predicted to fit 2.35 s.
+  bench sgd_compiled 130 --seeds $TEN --choose-epochs 10 11 12 13 --within 2.35
+  if ! grep -q "mean of 10 warm runs" "$LOGS/speedrun/sgd_compiled.md" 2>/dev/null; then
+    # torch.compile failed or ran out of time here: the eager recipe instead, for the record
+    bench sgd_eager 110 --set COMPILE=off --seeds $TEN --choose-epochs 10 11 12 --within 2.35
+  fi
+  # Muon on the filters, airbench94_muon's settings (batch 2000, no lookahead), compiled, 10 seeds
+  bench muon_compiled 110 --set OPTIMIZER=muon --no-lookahead --seeds $TEN --choose-epochs 8 9 10 \
+    --within 2.35
+  # each lever, one at a time, 10 epochs, one warm run after the cold one (torch.compile alone:
+  # the probe row of sgd_compiled, its first warm run at 10 epochs)
+  bench lever0_eager_as_before 20 --set COMPILE=off --set CUDNN_BENCHMARK=False \
+    --set DEVICE_DATA_PATH=False --seeds 0
+  bench lever1_data_path 20 --set COMPILE=off --set CUDNN_BENCHMARK=False --seeds 0
+  bench lever2_cudnn_benchmark 20 --set COMPILE=off --seeds 0
+  bench lever3_cuda_graphs 50 --set COMPILE=reduce-overhead --seeds 0
+  bench lever4_no_channels_last 55 --set CHANNELS_LAST=False --seeds 0
+  exit 0
+fi
+
+# notebooks: lessons 01-08 in order, in one empty folder, in a real kernel (nbclient)
+TAIL=12 step notebooks 355 python3 tools/run_notebooks_kernel.py notebooks/0[1-8]_*.ipynb \
+  --workdir /tmp/lessons --out "$LOGS/executed"

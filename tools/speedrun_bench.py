@@ -1,0 +1,206 @@
+"""Time the speed-run recipe as airbench times it: in one process, after a warm-up run.
+
+    python tools/speedrun_bench.py --seeds 0 1 2 3 4 5 6 7 8 9 --out DIR --label NAME \\
+        [--set COMPILE=off ...] [--epochs 10] [--batch-size 1024] [--lr 1.5] [--no-lookahead]
+        [--choose-epochs 10 11 12 --within 2.4]
+
+One process trains ``--warmup-seed`` first (the *cold* run: it pays for compilation, cuDNN's
+kernel timing and every other first use), then each seed (the *warm* runs). Each run is
+``cifar-course train --recipe speedrun`` in-process (``speedrun.fit_speedrun``), whose training
+time is airbench's: from the whitening computation to the end of the last epoch, with the device
+synchronized, without the test after each epoch and the checkpoint it saves.
+
+``--set NAME=VALUE`` sets one of the recipe's switches in ``cifar_course.speedrun`` first
+(``COMPILE``, ``CUDNN_BENCHMARK``, ``DEVICE_DATA_PATH``, ``CHANNELS_LAST``, ``OPTIMIZER``), so
+that each lever can be measured alone. ``OPTIMIZER=muon`` takes ``MUON_DEFAULTS``' epochs, batch
+and lr unless given.
+
+``--choose-epochs`` first times one more warm run at the default epochs, then trains every seed
+at the most epochs among the choices whose predicted training time (the first epoch, whitening
+included, plus the mean later epoch) stays within ``--within`` seconds.
+
+``DIR/NAME.md`` gets the machine, the switches, one row per run and the mean and spread of the
+warm runs; the output lines are printed as they come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifar_course import speedrun
+from cifar_course.data import TensorData
+from cifar_course.device import describe_machine, pick_device
+from cifar_course.training import TrainConfig
+
+SWITCHES = ("COMPILE", "CUDNN_BENCHMARK", "DEVICE_DATA_PATH", "CHANNELS_LAST", "OPTIMIZER")
+_loaded: dict[tuple[bool, str], TensorData] = {}
+
+
+def cached_data(train: bool, device: torch.device | str | None = None) -> TensorData:
+    """``TensorData``, read from disk once per process: the runs only read it. (Not training
+    time either way; it saves a second of each run's wall time.)"""
+    key = (train, str(device))
+    if key not in _loaded:
+        _loaded[key] = TensorData(train, device)
+    return _loaded[key]
+
+
+def train_once(
+    seed: int, epochs: int, batch_size: int, lr: float, lookahead: bool, device: str
+) -> dict[str, Any]:
+    """One in-process run; its accuracies, airbench's training time and each epoch's time."""
+    with tempfile.TemporaryDirectory() as work:
+        config = TrainConfig(
+            recipe="speedrun",
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            lookahead=lookahead,
+            out=f"{work}/checkpoints",
+            logdir=f"{work}/runs",
+        )
+        began = time.perf_counter()
+        history = speedrun.fit_speedrun(config, log=lambda line: print("    " + line, flush=True))
+        wall = time.perf_counter() - began
+    last = history[-1]
+    return {
+        "seed": seed,
+        "epochs": epochs,
+        "plain": 100 * last["test_accuracy"],
+        "flip": 100 * last["test_accuracy_flip"],
+        "tta": 100 * last["test_accuracy_tta"],
+        "seconds": sum(h["seconds"] for h in history),
+        "epoch_seconds": [h["seconds"] for h in history],
+        "wall": wall,
+    }
+
+
+def row(kind: str, r: dict[str, Any]) -> str:
+    return (
+        f"| {kind} | {r['seed']} | {r['epochs']} | {r['plain']:.2f} % | {r['flip']:.2f} % | "
+        f"{r['tta']:.2f} % | {r['seconds']:.3f} s | {r['wall']:.1f} s |"
+    )
+
+
+def predict(r: dict[str, Any], epochs: int) -> float:
+    """Training time at ``epochs`` from a run's epoch times: its first epoch (whitening
+    included), then the mean of its later epochs for each further epoch."""
+    first, later = r["epoch_seconds"][0], r["epoch_seconds"][1:] or r["epoch_seconds"]
+    return first + (epochs - 1) * statistics.mean(later)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--warmup-seed", type=int, default=1000)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--no-lookahead", dest="lookahead", action="store_false")
+    parser.add_argument("--choose-epochs", type=int, nargs="+")
+    parser.add_argument("--within", type=float, default=2.4)
+    args = parser.parse_args()
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in SWITCHES:
+            parser.error(f"--set {item}: the switches are {', '.join(SWITCHES)}")
+        try:
+            setattr(speedrun, name, ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            setattr(speedrun, name, value)  # a bare word: a string
+    speedrun.TensorData = cached_data  # type: ignore[misc,assignment]
+    device = pick_device(args.device)
+    muon = speedrun.OPTIMIZER == "muon"
+    defaults = speedrun.MUON_DEFAULTS if muon else speedrun.DEFAULTS[device.type]
+    epochs = int(args.epochs or defaults["epochs"])
+    batch_size = int(args.batch_size or defaults["batch_size"])
+    lr = float(args.lr or defaults["lr"] * batch_size / defaults["batch_size"])
+    switches = ", ".join(f"{name}={getattr(speedrun, name)!r}" for name in SWITCHES)
+    head = [
+        f"# speed-run timing: {args.label}",
+        "",
+        f"Machine: {describe_machine(device)}; torch {torch.__version__}",
+        f"Command: python {' '.join(sys.argv)}",
+        f"Switches: {switches}; epochs {epochs}, batch {batch_size}, lr {lr:g}, "
+        f"{'lookahead' if args.lookahead else 'no lookahead'}",
+        "",
+    ]
+    print("\n".join(head), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = args.out / f"{args.label}.md"
+    lines = [
+        *head,
+        "| run | seed | epochs | without TTA | flip TTA | flip-and-shift TTA | training | wall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def record(kind: str, r: dict[str, Any]) -> None:
+        lines.append(row(kind, r))
+        print(lines[-1], "epochs:", " ".join(f"{s:.3f}" for s in r["epoch_seconds"]), flush=True)
+        summary.write_text("\n".join(lines) + "\n")
+
+    cold = train_once(args.warmup_seed, epochs, batch_size, lr, args.lookahead, args.device)
+    record("cold", cold)
+    if device.type == "cuda" and speedrun.COMPILE != "off":
+        try:  # torch's own account of the compilation, by phase
+            print(torch._dynamo.utils.compile_times(repr="str"), flush=True)
+        except Exception as error:  # a private helper: it may change between releases
+            print(f"(no compile times: {error})")
+    warm: list[dict[str, Any]] = []
+    if args.choose_epochs:
+        probe = train_once(args.seeds[0], epochs, batch_size, lr, args.lookahead, args.device)
+        record("probe", probe)
+        fits = [e for e in args.choose_epochs if predict(probe, e) <= args.within]
+        chosen = max(fits) if fits else min(args.choose_epochs)
+        lines.append(
+            "\nPredicted from the probe: "
+            + ", ".join(f"{e} epochs {predict(probe, e):.2f} s" for e in args.choose_epochs)
+            + f"; chosen: {chosen} epochs (the most within {args.within} s"
+            + ("" if fits else "; none fits, so the fewest")
+            + ")\n"
+        )
+        print(lines[-1], flush=True)
+        if chosen == epochs:
+            warm.append(probe)
+        epochs = chosen
+    for seed in args.seeds[len(warm) :]:
+        warm.append(train_once(seed, epochs, batch_size, lr, args.lookahead, args.device))
+        record("warm", warm[-1])
+    mean = {k: statistics.mean(r[k] for r in warm) for k in ("plain", "flip", "tta", "seconds")}
+    lines.append(
+        f"| **mean of {len(warm)} warm runs** | | {epochs} | {mean['plain']:.2f} % | "
+        f"{mean['flip']:.2f} % | **{mean['tta']:.2f} %** | **{mean['seconds']:.3f} s** | |"
+    )
+    if len(warm) > 1:
+        sd = {k: statistics.stdev(r[k] for r in warm) for k in ("tta", "seconds")}
+        lines.append(
+            f"\nSpread over the warm runs (sample standard deviation): {sd['tta']:.3f} points "
+            f"with flip-and-shift TTA (standard error of the mean "
+            f"{sd['tta'] / len(warm) ** 0.5:.3f}), {sd['seconds']:.3f} s of training; lowest and "
+            f"highest with TTA {min(r['tta'] for r in warm):.2f} % and "
+            f"{max(r['tta'] for r in warm):.2f} %, slowest run "
+            f"{max(r['seconds'] for r in warm):.3f} s. Cold run: {cold['seconds']:.3f} s "
+            f"of training, {cold['seconds'] - mean['seconds']:.3f} s more than the warm mean "
+            f"(one-time costs: compilation, cuDNN's kernel timing, first use of each kernel)."
+        )
+    summary.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[len(head) :]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
