@@ -21,9 +21,10 @@ arXiv:2404.00498) and airbench94's published hyper-parameters. On top of lesson 
 
 On a CUDA GPU three switches change how fast the same steps run, not what they compute (each
 measured in ``benchmarks/``): ``COMPILE`` (``torch.compile`` for the training steps, with or
-without CUDA graphs), ``CUDNN_BENCHMARK`` (cuDNN times its convolution kernels once and keeps the
-fastest) and ``DEVICE_DATA_PATH`` (whitening on the GPU, and each epoch's random shifts drawn at
-once and copied in one go). ``OPTIMIZER = "muon"`` swaps the recipe's optimizer for Muon on the
+without CUDA graphs; off unless set, because the compilation costs more than one run saves),
+``CUDNN_BENCHMARK`` (cuDNN times its convolution kernels once and keeps the fastest) and
+``DEVICE_DATA_PATH`` (whitening on the GPU, and each epoch's random shifts drawn at once and
+copied in one go). ``OPTIMIZER = "muon"`` swaps the recipe's optimizer for Muon on the
 convolution filters (``Muon``), with airbench94_muon's settings.
 
 ``--no-lookahead`` switches the lookahead off. An exponential moving average of the weights
@@ -87,8 +88,11 @@ LOOKAHEAD_EVERY = 5  # steps between two lookahead updates
 LOOKAHEAD_DECAY = 0.95**LOOKAHEAD_EVERY  # the share of the slow weights an update keeps, at the end
 
 # How the recipe runs on a CUDA GPU. These change the speed, not the steps. On a CPU only
-# DEVICE_DATA_PATH applies, and there it draws the very same shifts as per batch.
-COMPILE = "default"  # "off" (eager), "default" (torch.compile) or "reduce-overhead" (+ CUDA graphs)
+# DEVICE_DATA_PATH applies, and there it draws the very same shifts as per batch. Measured on an
+# NVIDIA H200 in benchmarks/2026-12-04-h200/: with "reduce-overhead", a warm 10-epoch run trained
+# in 1.92 s against 2.50 s eagerly, but the first run of a process took 21.7 s for its first epoch,
+# compilation included: one run (the CLI's) is faster eagerly. tools/speedrun_bench.py sets it.
+COMPILE = "off"  # "off" (eager), "default" (torch.compile) or "reduce-overhead" (+ CUDA graphs)
 CUDNN_BENCHMARK = True  # cuDNN times its convolution kernels on the first steps, keeps the fastest
 DEVICE_DATA_PATH = True  # whitening on the GPU; each epoch's shifts drawn and copied in one go
 CHANNELS_LAST = True  # images and activations as [N, H, W, C] in memory, as the kernels prefer

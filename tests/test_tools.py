@@ -1,8 +1,8 @@
 """The tools for machines without Jupyter: the notebook runner (tools/run_notebook_code.py) and the
 GPU session script (tools/gpu_session.sh)."""
 
-import gzip
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -127,13 +127,15 @@ def test_clean_notebooks_keeps_a_progress_bars_last_state_and_writes_jupyterlabs
 GPU_SESSION = ROOT / "tools" / "gpu_session.sh"
 
 
-def test_the_gpu_session_gathers_gzipped_parts_byte_for_byte(tmp_path):
-    """The data travels to the GPU machine in gzipped parts, one call each; they must add up to
-    the torchvision layout with the shared copy's MD5SUMS beside it."""
+def test_the_gpu_session_gathers_xz_parts_byte_for_byte(tmp_path):
+    """The data travels to the GPU machine in xz-compressed parts (delta filter), one call each;
+    they must add up to the torchvision layout with the shared copy's MD5SUMS beside it."""
     parts = {"data_batch_1": b"\x00\x01" * 5000, "test_batch": bytes(range(256)) * 40}
+    filters = [{"id": lzma.FILTER_DELTA, "dist": 1}, {"id": lzma.FILTER_LZMA2, "preset": 6}]
     for number, (name, data) in enumerate(parts.items(), 1):  # one folder per call
         (tmp_path / f".stage{number}").mkdir()
-        (tmp_path / f".stage{number}" / f"{name}.gz").write_bytes(gzip.compress(data))
+        packed = lzma.compress(data, format=lzma.FORMAT_XZ, filters=filters)
+        (tmp_path / f".stage{number}" / f"{name}.xz").write_bytes(packed)
     (tmp_path / ".stage1" / "batches.meta").write_bytes(b"meta")
     (tmp_path / ".stage1" / "MD5SUMS").write_text("sums\n")
     env = {
@@ -184,37 +186,36 @@ def test_the_gpu_session_skips_what_its_deadline_leaves_no_time_for_and_packs_it
     even when the deadline skips every step."""
     env = {**gpu_machine(tmp_path), "DEADLINE": "0"}
     done = subprocess.run(
-        ["bash", str(GPU_SESSION), "run"], cwd=tmp_path, env=env, capture_output=True, text=True
+        ["bash", str(GPU_SESSION), "speedrun"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
     )
-    assert "=== speedrun: skipped" in done.stdout
-    assert "=== notebooks: skipped" in done.stdout
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run-logs.tar.gz"]
-    with tarfile.open(tmp_path / "out" / "run-logs.tar.gz") as archive:
+    assert "=== sgd_cuda_graphs: skipped" in done.stdout
+    assert "=== lever0_eager_as_before: skipped" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["speedrun-logs.tar.gz"]
+    with tarfile.open(tmp_path / "out" / "speedrun-logs.tar.gz") as archive:
         gpu = archive.extractfile("./gpu.txt")
         assert gpu is not None and b"Fake GPU" in gpu.read()
 
 
 STEPS = {
-    "smoke": ["smoke_tests", "smoke_speedrun"],
-    "run": [
-        "data",
-        "speedrun",
-        "notebook_08",
-        "speedrun_no_lookahead",
-        "speedrun_ema",
-        "benchmark",
-        "modern",
-        "ddp",
-        "notebooks",
-    ],
+    "smoke": ["smoke_tests"],
+    "speedrun": ["data", "sgd_cuda_graphs", "muon_cuda_graphs", "lever0_eager_as_before"],
+    "notebooks": ["notebooks"],
 }
 
 
-@pytest.mark.parametrize("mode", ["smoke", "run"])
+@pytest.mark.parametrize("mode", ["smoke", "speedrun", "notebooks"])
 def test_the_gpu_session_runs_its_steps_in_order_and_packs_each_ones_log(tmp_path, mode):
     """With time for everything, each step runs once, in the order of need, in smoke mode only
     for the smoke call, and its log is in the archive: a stand-in python3 records each call."""
     env = gpu_machine(tmp_path, '#!/bin/sh\necho "ran: $* smoke=${CIFAR_COURSE_SMOKE:-}"\n')
+    (tmp_path / "notebooks").mkdir()
+    for number in range(1, 9):  # the lessons the notebooks call finds, and a stray file
+        (tmp_path / "notebooks" / f"0{number}_lesson.ipynb").write_text("{}")
+    (tmp_path / "notebooks" / "00_draft.ipynb").write_text("{}")
     done = subprocess.run(
         ["bash", str(GPU_SESSION), mode], cwd=tmp_path, env=env, capture_output=True, text=True
     )
@@ -228,9 +229,13 @@ def test_the_gpu_session_runs_its_steps_in_order_and_packs_each_ones_log(tmp_pat
         }
     smoke = "smoke=1" if mode == "smoke" else "smoke="
     assert all(log.startswith("ran: ") and log.strip().endswith(smoke) for log in logs.values())
-    if mode == "run":
-        assert "--seeds 0 1 2 3 4 --device cuda" in logs["speedrun"]
-        assert "notebooks/08_speedrun.ipynb" in logs["notebook_08"]
+    if mode == "speedrun":  # the target's 10 seeds, warm, with CUDA graphs
+        assert (
+            "--set COMPILE=reduce-overhead --seeds 0 1 2 3 4 5 6 7 8 9" in logs["sgd_cuda_graphs"]
+        )
+    if mode == "notebooks":  # lesson 08 first, then 01-07 in order, in a real kernel
+        names = [w.split("/")[-1][:2] for w in logs["notebooks"].split() if w.endswith(".ipynb")]
+        assert names == ["08", "01", "02", "03", "04", "05", "06", "07"]
 
 
 def test_the_gpu_session_stops_at_once_when_parts_staged_by_earlier_calls_are_gone(tmp_path):
@@ -243,7 +248,11 @@ def test_the_gpu_session_stops_at_once_when_parts_staged_by_earlier_calls_are_go
         "LOGS": str(tmp_path / "logs"),
     }
     done = subprocess.run(
-        ["bash", str(GPU_SESSION), "run"], cwd=tmp_path, env=env, capture_output=True, text=True
+        ["bash", str(GPU_SESSION), "speedrun"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 3
     assert "MD5SUMS is missing: this call's part was not carried, or the machine" in done.stdout
@@ -279,3 +288,97 @@ def test_the_gpu_session_refuses_a_mode_it_does_not_know(tmp_path):
     )
     assert done.returncode == 2 and "usage:" in done.stdout
     assert "===" not in done.stdout
+
+
+KERNEL_RUNNER = ROOT / "tools" / "run_notebooks_kernel.py"
+
+
+def test_the_kernel_runner_runs_magics_and_errors_meant_to_happen_and_reports_the_rest(tmp_path):
+    """tools/run_notebooks_kernel.py executes in a real Jupyter kernel (nbclient), so IPython
+    magics run and a cell tagged ``raises-exception`` may fail; any other error is reported, and
+    the next notebook still runs. All run in one working folder, in order."""
+    pytest.importorskip("nbclient")
+    good = write_notebook(
+        tmp_path / "a.ipynb",
+        [
+            ("%%writefile made.txt\nfrom a", []),
+            ("raise ValueError('on purpose')", ["raises-exception"]),
+        ],
+    )
+    bad = write_notebook(
+        tmp_path / "b.ipynb", [("print(open('made.txt').read())", []), ("1 / 0", [])]
+    )
+    for path in (good, bad):  # nbformat 4.5 wants cell ids and outputs
+        notebook = json.loads(path.read_text())
+        for number, cell in enumerate(notebook["cells"]):
+            cell.update(id=f"c{number}")
+            if cell["cell_type"] == "code":
+                cell.update(outputs=[], execution_count=None)
+        path.write_text(json.dumps(notebook))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(KERNEL_RUNNER),
+            str(good),
+            str(bad),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = (out / "times.md").read_text().splitlines()[2:]
+    assert rows[0].startswith("| a.ipynb |") and rows[0].endswith("| ran through |")
+    assert rows[1].startswith("| b.ipynb |") and "ZeroDivisionError" in rows[1]
+    executed = json.loads((out / "b.ipynb").read_text())
+    assert "".join(executed["cells"][0]["outputs"][0]["text"]) == "from a\n\n"  # same folder
+    assert "\x1b[" not in rows[1]  # the error's colour codes are not in the table
+
+
+BENCH = ROOT / "tools" / "speedrun_bench.py"
+
+
+def test_the_speedrun_bench_times_a_cold_run_then_warm_ones_and_chooses_epochs(data_root, tmp_path):
+    """tools/speedrun_bench.py: one cold run, a probe at the default epochs, then the seeds at the
+    most epochs predicted to fit; a switch it does not know is refused in one line."""
+    command = [sys.executable, str(BENCH), "--out", str(tmp_path), "--device", "cpu"]
+    done = subprocess.run(
+        [
+            *command,
+            "--label",
+            "t",
+            "--seeds",
+            "0",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "500",
+            "--set",
+            "DEVICE_DATA_PATH=False",
+            "--choose-epochs",
+            "1",
+            "2",
+            "--within",
+            "1000",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CIFAR_COURSE_SMOKE": "1"},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = (tmp_path / "t.md").read_text()
+    assert "DEVICE_DATA_PATH=False" in summary
+    kinds = [line.split("|")[1].strip() for line in summary.splitlines() if line.startswith("| ")]
+    assert kinds[1:] == ["cold", "probe", "warm", "warm", "**mean of 2 warm runs**"]
+    assert "chosen: 2 epochs" in summary  # the probe ran at 1, so both warm runs are new
+    refused = subprocess.run(
+        [*command, "--label", "u", "--set", "EPOCHS=3"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "the switches are COMPILE" in refused.stderr

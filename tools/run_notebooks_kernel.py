@@ -17,6 +17,7 @@ its last cell, and whether it ran through.
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def run(path: Path, workdir: Path, out: Path, timeout: int) -> tuple[float, str]
         client.execute()
         outcome = "ran through"
     except CellExecutionError as error:
-        outcome = "error: " + str(error).strip().splitlines()[-1][:200]
+        last = re.sub(r"\x1b\[[0-9;]*m", "", str(error).strip().splitlines()[-1])
+        outcome = "error: " + last[:200]  # the error's last line, without its colour codes
     except (CellTimeoutError, DeadKernelError) as error:
         outcome = f"{type(error).__name__}: {str(error)[:200]}"
     seconds = time.perf_counter() - began
