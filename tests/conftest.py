@@ -18,11 +18,12 @@ NO_DATA = ""  # why no copy of CIFAR-10 could be found or downloaded, if none wa
 
 
 def _find_the_data() -> None:
-    """Point ``CIFAR_COURSE_DATA`` at the real CIFAR-10 before any test or kernel starts: the
-    variable as set, else the shared offline copy beside the checkout (CI), else the checkout's
-    ``data/``, which ``make train`` downloads, downloading it now if it is not there yet."""
+    """Point ``CIFAR_COURSE_DATA`` at the real CIFAR-10: the variable as set, else the shared
+    offline copy beside the checkout (CI), else the checkout's ``data/``, which ``make train``
+    downloads, downloading it now if it is not there yet. Called when the first test starts,
+    never at import or collection time: ``pytest --collect-only`` neither downloads nor writes."""
     global NO_DATA
-    if os.environ.get("CIFAR_COURSE_DATA"):
+    if os.environ.get("CIFAR_COURSE_DATA") or NO_DATA:
         return
     if (SHARED / "cifar-10-batches-py").is_dir():
         os.environ["CIFAR_COURSE_DATA"] = str(SHARED)
@@ -40,14 +41,32 @@ def _find_the_data() -> None:
         os.chdir(here)
 
 
-_find_the_data()
 os.environ["CIFAR_COURSE_SMOKE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the first test, and before nbval starts a notebook's kernel (which inherits the
+    environment), find the data."""
+    _find_the_data()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs the built wheel as slow (building it takes 10-20 s), and what runs a
+    notebook in a kernel (``run_alone``) as ``notebooks`` too; ``make check`` leaves them out."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "run_alone" in fixtures:
+            item.add_marker(pytest.mark.notebooks)
+        if "run_alone" in fixtures or "installed" in fixtures:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The folder holding cifar-10-batches-py; the tests need the real data, never fake data."""
+    _find_the_data()
     env = os.environ.get("CIFAR_COURSE_DATA")
     if not env:
         pytest.fail(f"The tests need the real CIFAR-10: {NO_DATA}")

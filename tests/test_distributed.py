@@ -67,6 +67,8 @@ def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize("fast", [False, True], ids=["lecture loop", "fast loop"])
 def test_two_processes_end_where_one_process_ends(tmp_path, data_root, fast):
     """Same global batch (64) and seed: 2 processes x 32 images per step against 1 x 64.
@@ -92,6 +94,8 @@ def test_two_processes_end_where_one_process_ends(tmp_path, data_root, fast):
     assert moved > 100 * 1e-5, moved
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_end_to_end_two_processes_train_once_save_once_and_learn(tmp_path, data_root):
     # Batch 8 (4 per process): the smoke slice's 2,000 images give the default batch of 64 only
     # 32 steps an epoch, too few to leave chance in two epochs; 250 steps are enough.
@@ -129,6 +133,8 @@ def test_end_to_end_two_processes_train_once_save_once_and_learn(tmp_path, data_
     assert f"{accuracy:.2f}% on 1,000 images" in evaluated.stdout
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("recipe", "arch"), [("modern", "modern_net"), ("speedrun", "speed_net_small")]
 )
@@ -141,6 +147,8 @@ def test_the_other_recipes_train_under_torchrun_too(tmp_path, data_root, recipe,
     assert not any(k.startswith("module.") for k in state)
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize("mistake", [False, True], ids=["every process", "rank 0 only"])
 def test_with_lookahead_every_process_keeps_the_same_weights(tmp_path, data_root, mistake):
     """DDP averages the gradients but never compares the weights: a lookahead that ran on one
@@ -159,6 +167,8 @@ def test_with_lookahead_every_process_keeps_the_same_weights(tmp_path, data_root
     assert same is not mistake
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_resume_under_torchrun_continues_on_every_process(tmp_path, data_root):
     first = torchrun(tmp_path, 2, "--epochs", "1", "--batch-size", "8")
     assert first.returncode == 0, first.stderr
@@ -190,6 +200,8 @@ def workers_of(launcher: int) -> dict[int, int]:
     return found
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
 def test_a_killed_worker_leaves_the_checkpoints_intact_and_the_restart_resumes(tmp_path, data_root):
     """SIGKILL rank 0, the process that saves, after its first checkpoint; torchrun restarts the
@@ -250,6 +262,8 @@ def test_without_torchrun_no_process_group_is_started(tmp_path, data_root, monke
     assert len(history) == 1 and not dist.is_initialized()
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_a_global_batch_that_does_not_split_evenly_is_refused_in_one_line(tmp_path, data_root):
     done = torchrun(tmp_path, 2, "--epochs", "1", "--batch-size", "63")
     assert done.returncode != 0
@@ -280,6 +294,8 @@ def test_a_restart_of_a_resumed_job_prefers_the_jobs_own_newer_checkpoint(
     assert config.resume == str(out / "lesson_net_epoch04.pt")
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_an_earlier_runs_logs_stop_a_new_job_on_rank_0_and_torchrun_ends_the_others(
     tmp_path, data_root
 ):

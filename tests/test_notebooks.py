@@ -1,6 +1,6 @@
 """Checks of the notebooks as committed: real full-run outputs, clean metadata, a proper header.
 
-nbval executes the notebooks themselves (see the Makefile's test target); these tests read the
+tests/test_lessons.py runs each lesson once under nbval; these tests read the
 stored files without running them.
 """
 
