@@ -1,5 +1,6 @@
 """environment.yml must install what pyproject.toml declares."""
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -48,3 +49,31 @@ def test_readme_is_for_learners_and_links_the_measurement_record():
     assert len(readme) <= 16_000, len(readme)  # measurement history goes to benchmarks/README.md
     assert "(benchmarks/README.md" in readme and (ROOT / "benchmarks" / "README.md").is_file()
     assert "make lab" in readme
+
+
+def test_collecting_the_tests_neither_downloads_nor_writes(tmp_path):
+    """``pytest --collect-only`` in a checkout without CIFAR-10 beside it: no ``data/`` appears
+    (the data is found when the first test starts), and nothing of the course's is written.
+    (Hypothesis keeps a cache of its own in ``.hypothesis/``, ignored by git.)"""
+    import shutil
+    import subprocess
+
+    checkout = tmp_path / "checkout"  # no shared/ beside it, no CIFAR_COURSE_DATA
+    shutil.copytree(
+        ROOT / "tests", checkout / "tests", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "pyproject.toml", checkout)
+    before = sorted(p.relative_to(checkout) for p in checkout.rglob("*"))
+    env = {k: v for k, v in os.environ.items() if k != "CIFAR_COURSE_DATA"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert " tests collected" in done.stdout
+    after = sorted(p.relative_to(checkout) for p in checkout.rglob("*"))
+    assert [p for p in after if p.parts[0] != ".hypothesis"] == before
