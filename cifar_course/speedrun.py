@@ -19,13 +19,15 @@ arXiv:2404.00498) and airbench94's published hyper-parameters. On top of lesson 
   themselves, more and more strongly towards the end of training (``Lookahead``);
 - a short run: 9 epochs on a CPU, 10 on a GPU, against lesson 06's 12.
 
-On a CUDA GPU three switches change how fast the same steps run, not what they compute (each
-measured in ``benchmarks/``): ``COMPILE`` (``torch.compile`` for the training steps, with or
-without CUDA graphs; off unless set, because the compilation costs more than one run saves),
-``CUDNN_BENCHMARK`` (cuDNN times its convolution kernels once and keeps the fastest) and
-``DEVICE_DATA_PATH`` (whitening on the GPU, and each epoch's random shifts drawn at once and
-copied in one go). ``OPTIMIZER = "muon"`` swaps the recipe's optimizer for Muon on the
-convolution filters (``Muon``), with airbench94_muon's settings.
+On a CUDA GPU three switches change how the same steps run (each measured in ``benchmarks/``;
+fused or other kernels round differently, so the last bits can differ): ``COMPILE``
+(``torch.compile`` for the training steps, with or without CUDA graphs), ``CUDNN_BENCHMARK``
+(cuDNN times its convolution kernels once and keeps the fastest), both off unless set, because
+one run, the CLI's, pays more for them than they save; and ``DEVICE_DATA_PATH`` (the whitening's
+sums on the GPU, and each epoch's random shifts drawn at once and copied in one go).
+``OPTIMIZER = "muon"`` swaps the recipe's optimizer for Muon on the convolution filters
+(``Muon``): then the run's lr is the filters' rate, and airbench94_muon's epochs, batch and rate
+are in ``MUON_DEFAULTS``. ``CHANNELS_LAST`` switches the memory layout (on any device).
 
 ``--no-lookahead`` switches the lookahead off. An exponential moving average of the weights
 (``EMA``) is there too, off unless ``--ema``: lesson 08 measures what each does.
@@ -87,16 +89,20 @@ BIAS_LR_SCALE = 64.0  # BatchNorm's biases learn this many times faster than the
 LOOKAHEAD_EVERY = 5  # steps between two lookahead updates
 LOOKAHEAD_DECAY = 0.95**LOOKAHEAD_EVERY  # the share of the slow weights an update keeps, at the end
 
-# How the recipe runs on a CUDA GPU. These change the speed, not the steps. On a CPU only
-# DEVICE_DATA_PATH applies, and there it draws the very same shifts as per batch. Measured on an
-# NVIDIA H200 in benchmarks/2026-12-04-h200/: with "reduce-overhead", a warm 10-epoch run trained
-# in 1.92 s against 2.50 s eagerly, but the first run of a process took 21.7 s for its first epoch,
-# compilation included: one run (the CLI's) is faster eagerly. tools/speedrun_bench.py sets it.
-COMPILE = "off"  # "off" (eager), "default" (torch.compile) or "reduce-overhead" (+ CUDA graphs)
-CUDNN_BENCHMARK = True  # cuDNN times its convolution kernels on the first steps, keeps the fastest
-DEVICE_DATA_PATH = True  # whitening on the GPU; each epoch's shifts drawn and copied in one go
+# How the recipe runs on a CUDA GPU: the same steps, in other kernels (whose last bits can
+# differ). On a CPU, COMPILE and CUDNN_BENCHMARK are ignored, and DEVICE_DATA_PATH draws the very
+# same shifts as batch by batch. Measured on an NVIDIA H200 (benchmarks/2026-12-04-h200/): with
+# both of the first two, a warm 10-epoch run trained in 1.92 s against 3.13 s without, but the
+# first run of a process took 21.7 s for its first epoch, compilation included, and cuDNN's
+# timing alone made a first run 0.7 s slower: one run (the CLI's) is faster without them.
+# tools/speedrun_bench.py sets them with --set, for warm runs.
+COMPILES = ("off", "default", "reduce-overhead")  # eager; torch.compile; the same + CUDA graphs
+COMPILE = "off"
+CUDNN_BENCHMARK = False  # cuDNN times its convolution kernels on the first steps, keeps the fastest
+DEVICE_DATA_PATH = True  # the whitening's sums on the GPU; each epoch's shifts copied in one go
 CHANNELS_LAST = True  # images and activations as [N, H, W, C] in memory, as the kernels prefer
-OPTIMIZER = "sgd"  # "sgd" (airbench94's settings, above) or "muon" (airbench94_muon's, below)
+OPTIMIZERS = ("sgd", "muon")  # airbench94's settings (above); airbench94_muon's (below)
+OPTIMIZER = "sgd"
 
 # Muon (``OPTIMIZER = "muon"``), from airbench94_muon's published settings. The run's lr is the
 # filters' learning rate (``MUON_DEFAULTS``); the other rates are per image of the batch, because
@@ -273,7 +279,7 @@ def set_lr(optimizer: torch.optim.SGD, lr: float, epoch: int) -> None:
 
 
 def _keep_decoupled(
-    optimizer: torch.optim.SGD, fresh: torch.optim.SGD, config: TrainConfig
+    optimizer: torch.optim.Optimizer, fresh: torch.optim.Optimizer, config: TrainConfig
 ) -> None:
     """After ``--resume``: the loaded optimizer keeps its momentum buffers but takes this run's
     settings, so that the weight decay stays decoupled from a changed ``--lr`` or batch size."""
@@ -332,14 +338,15 @@ def whitening_filters(images: torch.Tensor, eps: float = WHITEN_EPS) -> torch.Te
 def init_whitening(model: SpeedNet, images: torch.Tensor) -> None:
     """Set ``model.whiten`` from ``images`` in [0, 1] (normalized as the model does).
 
-    Computed in float64: on a CUDA GPU where the images are, with ``DEVICE_DATA_PATH`` (no copy
-    to the host and back), else on the CPU (Apple's MPS has no float64); the filters are then
-    copied to the model's device.
+    Computed in float64. The patches' sums run on a CUDA GPU where the images are, with
+    ``DEVICE_DATA_PATH`` (no copy of the images to the host), else on the CPU (Apple's MPS has no
+    float64); the 12x12 eigendecomposition always runs on the CPU, so that every device gets
+    LAPACK's eigenvectors, signs included. The filters are then copied to the model's device.
     """
     if not (DEVICE_DATA_PATH and images.device.type == "cuda"):
         images = images.cpu()
     normalized = (images - model.mean.to(images.device)) / model.std.to(images.device)
-    mean_patch, covariance = patch_statistics(normalized)
+    mean_patch, covariance = (t.cpu() for t in patch_statistics(normalized))
     filters = filters_from_covariance(covariance)
     # Centre each output: a patch at the data's mean gives 0 before the GELU.
     centre = -(filters.reshape(len(filters), -1).double() @ mean_patch).float()
@@ -588,6 +595,32 @@ def choose_bf16(
     return amp, f"{'bf16 autocast' if amp else 'fp32'} (bf16 probe, {probe}{speedup:.2f}x fp32)"
 
 
+def check_switches() -> None:
+    """Refuse a value of ``COMPILE`` or ``OPTIMIZER`` that the recipe does not know, in one line,
+    before anything runs (a misspelt one would otherwise be taken for the default, or fail deep
+    inside ``torch.compile``)."""
+    for name, value, known in (
+        ("COMPILE", COMPILE, COMPILES),
+        ("OPTIMIZER", OPTIMIZER, OPTIMIZERS),
+    ):
+        if value not in known:
+            choices = ", ".join(repr(k) for k in known)
+            raise CourseError(f"speedrun.{name} = {value!r}: it must be one of {choices}.")
+
+
+def check_optimizer(saved: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse to resume a checkpoint written with the other optimizer (its state would not fit),
+    in one line. Checkpoints from before the switch existed were written by SGD."""
+    groups = saved["optimizer"]["param_groups"] if saved.get("optimizer") else []
+    wrote = "muon" if any("orthogonal" in group for group in groups) else "sgd"
+    if wrote != OPTIMIZER:
+        raise CourseError(
+            f"'{config.resume}' was trained with speedrun.OPTIMIZER = {wrote!r}, and this run "
+            f"uses {OPTIMIZER!r}: resume it with {wrote!r}, or start a new run from its weights "
+            f"with --init-from."
+        )
+
+
 def epoch_shifts(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """The random shifts of an epoch's ``n`` images ``[n, 2]``, drawn on the CPU from
     ``generator`` at once (the very numbers that ``translate`` draws batch by batch), and copied
@@ -613,6 +646,7 @@ def fit_speedrun(config: TrainConfig, log: Callable[[str], None] = print) -> lis
 def _fit_speedrun(
     config: TrainConfig, job: Distributed | None, log: Callable[[str], None]
 ) -> list[dict[str, float]]:
+    check_switches()
     main, device, batch_size = start_process(config, job)
     layout = torch.channels_last if CHANNELS_LAST else torch.contiguous_format
     model = model_for(device).to(device, memory_format=layout)
@@ -633,6 +667,7 @@ def _fit_speedrun(
     restart_resume(config, arch_name(model), job, log)
     saved = load_checkpoint(config.resume, map_location=device) if config.resume else None
     if saved is not None:
+        check_optimizer(saved, config)
         start, history = resume(config, model, optimizer, device, log, saved)
         _keep_decoupled(optimizer, build(model, config.lr, config.batch_size), config)
     check_precision(device, saved, config.precision)

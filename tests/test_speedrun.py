@@ -250,7 +250,8 @@ def short_run(
         epochs=epochs,
         batch_size=batch_size,
         lr=0.05,
-        device="cpu",  # bit-for-bit comparisons, and the small network's checkpoint names
+        # on the CPU unless said: bit-for-bit comparisons, and the small network's checkpoint names
+        device=str(switches.pop("device", "cpu")),
         out=str(tmp_path / "o"),
         logdir=str(tmp_path / "l"),
         **switches,
@@ -636,15 +637,14 @@ def test_the_recipe_beats_the_lecture_net_on_the_slice(data_root, tmp_path, caps
 def test_shifts_drawn_per_epoch_are_the_ones_drawn_per_batch(monkeypatch, built, tmp_path):
     """DEVICE_DATA_PATH draws an epoch's shifts at once (one copy to a GPU instead of one a step):
     the same numbers in the same order, so the run is bit for bit the one drawn batch by batch."""
-    runs = []
     for per_epoch in (True, False):
         monkeypatch.setattr(speedrun, "DEVICE_DATA_PATH", per_epoch)
-        runs.append(short_run(tmp_path / str(per_epoch), batch_size=300, epochs=1))
-    losses = [
-        [line.split("train loss ")[1].split()[0] for line in run if "train loss" in line]
-        for run in runs
-    ]
-    assert losses[0] == losses[1] and losses[0]
+        short_run(tmp_path / str(per_epoch), batch_size=300, epochs=1)
+    a, b = (
+        torch.load(tmp_path / run / "o" / "speed_net_small_epoch01.pt", weights_only=True)
+        for run in ("True", "False")
+    )
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
     generator = torch.Generator().manual_seed(3)
     whole = speedrun.epoch_shifts(700, generator, torch.device("cpu"))
     generator.manual_seed(3)
@@ -728,6 +728,28 @@ def test_the_recipe_with_muon_trains_and_resumes_bit_for_bit(monkeypatch, built,
     assert straight["optimizer"]["param_groups"][0]["orthogonal"]
 
 
+def test_a_checkpoint_of_the_other_optimizer_is_refused_in_one_line(monkeypatch, built, tmp_path):
+    """Muon's state does not fit SGD's (four groups against three): resuming across them is
+    refused before anything is written, with what to do."""
+    short_run(tmp_path / "sgd", batch_size=500, epochs=1)
+    monkeypatch.setattr(speedrun, "OPTIMIZER", "muon")
+    with pytest.raises(CourseError, match="trained with speedrun.OPTIMIZER = 'sgd'"):
+        short_run(
+            tmp_path / "b",
+            batch_size=500,
+            resume=str(tmp_path / "sgd" / "o" / "speed_net_small_epoch01.pt"),
+        )
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(("name", "value"), [("COMPILE", "reduce_overhead"), ("OPTIMIZER", "Muon")])
+def test_a_switch_the_recipe_does_not_know_is_refused(monkeypatch, tmp_path, name, value):
+    monkeypatch.setattr(speedrun, name, value)
+    with pytest.raises(CourseError, match=f"speedrun.{name} = '{value}': it must be one of"):
+        short_run(tmp_path, batch_size=500)
+    assert not (tmp_path / "o").exists()
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -739,3 +761,27 @@ def test_whitening_on_cuda_gives_the_cpus_filters(images):
     init_whitening(on_gpu, images[:500].cuda())
     assert torch.allclose(on_gpu.whiten.weight.cpu(), on_cpu.whiten.weight, rtol=1e-4, atol=1e-4)
     assert torch.allclose(on_gpu.whiten.bias.cpu(), on_cpu.whiten.bias, rtol=1e-4, atol=1e-4)
+
+
+@needs_cuda
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_the_compiled_run_on_cuda_learns_as_the_eager_one_and_freezes_the_whitening_bias(
+    monkeypatch, tmp_path, mode
+):
+    """torch.compile (with or without CUDA graphs) runs the same steps: the losses of a short
+    run stay close to the eager run's, and the whitening bias, frozen by a learning rate of 0
+    from epoch 4 on (not by requires_grad, which would compile again), does not move."""
+    runs = {}
+    for compile_mode in ("off", mode):
+        monkeypatch.setattr(speedrun, "COMPILE", compile_mode)
+        lines = short_run(tmp_path / compile_mode, batch_size=250, epochs=4, device="cuda")
+        runs[compile_mode] = [
+            float(x.split("train loss ")[1].split()[0]) for x in lines if "train loss" in x
+        ]
+    assert runs[mode] == pytest.approx(runs["off"], rel=0.05)
+    saved = [
+        torch.load(tmp_path / mode / "o" / f"speed_net_epoch0{e}.pt", weights_only=True)
+        for e in (3, 4)
+    ]
+    assert torch.equal(saved[0]["model"]["whiten.bias"], saved[1]["model"]["whiten.bias"])

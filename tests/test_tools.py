@@ -230,9 +230,7 @@ def test_the_gpu_session_runs_its_steps_in_order_and_packs_each_ones_log(tmp_pat
     smoke = "smoke=1" if mode == "smoke" else "smoke="
     assert all(log.startswith("ran: ") and log.strip().endswith(smoke) for log in logs.values())
     if mode == "speedrun":  # the target's 10 seeds, warm, with CUDA graphs
-        assert (
-            "--set COMPILE=reduce-overhead --seeds 0 1 2 3 4 5 6 7 8 9" in logs["sgd_cuda_graphs"]
-        )
+        assert "--set CUDNN_BENCHMARK=True --seeds 0 1 2 3 4 5 6 7 8 9" in logs["sgd_cuda_graphs"]
     if mode == "notebooks":  # lesson 08 first, then 01-07 in order, in a real kernel
         names = [w.split("/")[-1][:2] for w in logs["notebooks"].split() if w.endswith(".ipynb")]
         assert names == ["08", "01", "02", "03", "04", "05", "06", "07"]
@@ -344,6 +342,7 @@ def test_the_kernel_runner_runs_magics_and_errors_meant_to_happen_and_reports_th
 BENCH = ROOT / "tools" / "speedrun_bench.py"
 
 
+@pytest.mark.slow
 def test_the_speedrun_bench_times_a_cold_run_then_warm_ones_and_chooses_epochs(data_root, tmp_path):
     """tools/speedrun_bench.py: one cold run, a probe at the default epochs, then the seeds at the
     most epochs predicted to fit; a switch it does not know is refused in one line."""
@@ -382,3 +381,10 @@ def test_the_speedrun_bench_times_a_cold_run_then_warm_ones_and_chooses_epochs(d
         [*command, "--label", "u", "--set", "EPOCHS=3"], capture_output=True, text=True
     )
     assert refused.returncode == 2 and "the switches are COMPILE" in refused.stderr
+    misspelt = subprocess.run(
+        [*command, "--label", "u", "--set", "COMPILE=reduce_overhead"],
+        capture_output=True,
+        text=True,
+    )
+    assert misspelt.returncode == 2 and "Traceback" not in misspelt.stderr
+    assert "speedrun.COMPILE = 'reduce_overhead': it must be one of 'off'" in misspelt.stderr

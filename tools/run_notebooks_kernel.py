@@ -50,6 +50,7 @@ def run(path: Path, workdir: Path, out: Path, timeout: int) -> tuple[float, str]
 
 
 def main() -> int:
+    """Run each notebook given, in order; 1 if any did not run through."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", type=Path, nargs="+")
     parser.add_argument("--workdir", type=Path, required=True)

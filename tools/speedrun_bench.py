@@ -7,17 +7,22 @@
 One process trains ``--warmup-seed`` first (the *cold* run: it pays for compilation, cuDNN's
 kernel timing and every other first use), then each seed (the *warm* runs). Each run is
 ``cifar-course train --recipe speedrun`` in-process (``speedrun.fit_speedrun``), whose training
-time is airbench's: from the whitening computation to the end of the last epoch, with the device
-synchronized, without the test after each epoch and the checkpoint it saves.
+time is airbench's: the whitening computation, the choice of precision and each epoch's loop,
+each timed with the device synchronized. Left out, as airbench leaves them out: building the
+model and the optimizer, the test after each epoch (and here the checkpoint it saves), the final
+test-time augmentation.
 
 ``--set NAME=VALUE`` sets one of the recipe's switches in ``cifar_course.speedrun`` first
 (``COMPILE``, ``CUDNN_BENCHMARK``, ``DEVICE_DATA_PATH``, ``CHANNELS_LAST``, ``OPTIMIZER``), so
-that each lever can be measured alone. ``OPTIMIZER=muon`` takes ``MUON_DEFAULTS``' epochs, batch
-and lr unless given.
+that each lever can be measured alone; the recipe refuses a value it does not know. With
+``OPTIMIZER=muon``, ``MUON_DEFAULTS`` gives the epochs, batch and lr not given (Muon's lr is not
+scaled with the batch: its steps are orthogonalized).
 
-``--choose-epochs`` first times one more warm run at the default epochs, then trains every seed
-at the most epochs among the choices whose predicted training time (the first epoch, whitening
-included, plus the mean later epoch) stays within ``--within`` seconds.
+``--choose-epochs`` first times one more warm run, the *probe*, of the first seed at the epochs
+given (or the defaults), then trains every seed at the most epochs among the choices whose
+predicted training time (the probe's first epoch, whitening included, plus its mean later epoch
+for each further one) stays within ``--within`` seconds, or at the fewest if none does. Where
+that is the probe's own count, the probe is the first seed's warm run.
 
 ``DIR/NAME.md`` gets the machine, the switches, one row per run and the mean and spread of the
 warm runs; the output lines are printed as they come.
@@ -39,13 +44,14 @@ import torch
 from cifar_course import speedrun
 from cifar_course.data import TensorData
 from cifar_course.device import describe_machine, pick_device
+from cifar_course.errors import CourseError
 from cifar_course.training import TrainConfig
 
 SWITCHES = ("COMPILE", "CUDNN_BENCHMARK", "DEVICE_DATA_PATH", "CHANNELS_LAST", "OPTIMIZER")
 _loaded: dict[tuple[bool, str], TensorData] = {}
 
 
-def cached_data(train: bool, device: torch.device | str | None = None) -> TensorData:
+def cached_data(train: bool, device: torch.device) -> TensorData:
     """``TensorData``, read from disk once per process: the runs only read it. (Not training
     time either way; it saves a second of each run's wall time.)"""
     key = (train, str(device))
@@ -87,6 +93,7 @@ def train_once(
 
 
 def row(kind: str, r: dict[str, Any]) -> str:
+    """One run as a row of the summary's table."""
     return (
         f"| {kind} | {r['seed']} | {r['epochs']} | {r['plain']:.2f} % | {r['flip']:.2f} % | "
         f"{r['tta']:.2f} % | {r['seconds']:.3f} s | {r['wall']:.1f} s |"
@@ -101,6 +108,7 @@ def predict(r: dict[str, Any], epochs: int) -> float:
 
 
 def main() -> None:
+    """Set the switches, train the cold run and the warm ones, write the summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--warmup-seed", type=int, default=1000)
@@ -123,18 +131,24 @@ def main() -> None:
             setattr(speedrun, name, ast.literal_eval(value))
         except (ValueError, SyntaxError):
             setattr(speedrun, name, value)  # a bare word: a string
+    try:  # a value the recipe does not know: one line, before any run
+        speedrun.check_switches()
+    except CourseError as error:
+        parser.error(str(error))
     speedrun.TensorData = cached_data  # type: ignore[misc,assignment]
     device = pick_device(args.device)
     muon = speedrun.OPTIMIZER == "muon"
     defaults = speedrun.MUON_DEFAULTS if muon else speedrun.DEFAULTS[device.type]
     epochs = int(args.epochs or defaults["epochs"])
     batch_size = int(args.batch_size or defaults["batch_size"])
-    lr = float(args.lr or defaults["lr"] * batch_size / defaults["batch_size"])
+    lr = args.lr or float(defaults["lr"])
+    if args.lr is None and not muon:  # airbench's SGD rate is per image: scale it with the batch
+        lr *= batch_size / int(defaults["batch_size"])
     switches = ", ".join(f"{name}={getattr(speedrun, name)!r}" for name in SWITCHES)
     head = [
         f"# speed-run timing: {args.label}",
         "",
-        f"Machine: {describe_machine(device)}; torch {torch.__version__}",
+        f"Machine: {describe_machine(device)}",
         f"Command: python {' '.join(sys.argv)}",
         f"Switches: {switches}; epochs {epochs}, batch {batch_size}, lr {lr:g}, "
         f"{'lookahead' if args.lookahead else 'no lookahead'}",
@@ -143,6 +157,7 @@ def main() -> None:
     print("\n".join(head), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = args.out / f"{args.label}.md"
+    notes: list[str] = []  # paragraphs after the table
     lines = [
         *head,
         "| run | seed | epochs | without TTA | flip TTA | flip-and-shift TTA | training | wall |",
@@ -167,14 +182,14 @@ def main() -> None:
         record("probe", probe)
         fits = [e for e in args.choose_epochs if predict(probe, e) <= args.within]
         chosen = max(fits) if fits else min(args.choose_epochs)
-        lines.append(
-            "\nPredicted from the probe: "
+        notes.append(
+            "Predicted from the probe: "
             + ", ".join(f"{e} epochs {predict(probe, e):.2f} s" for e in args.choose_epochs)
             + f"; chosen: {chosen} epochs (the most within {args.within} s"
             + ("" if fits else "; none fits, so the fewest")
-            + ")\n"
+            + ")."
         )
-        print(lines[-1], flush=True)
+        print(notes[-1], flush=True)
         if chosen == epochs:
             warm.append(probe)
         epochs = chosen
@@ -188,8 +203,8 @@ def main() -> None:
     )
     if len(warm) > 1:
         sd = {k: statistics.stdev(r[k] for r in warm) for k in ("tta", "seconds")}
-        lines.append(
-            f"\nSpread over the warm runs (sample standard deviation): {sd['tta']:.3f} points "
+        notes.append(
+            f"Spread over the warm runs (sample standard deviation): {sd['tta']:.3f} points "
             f"with flip-and-shift TTA (standard error of the mean "
             f"{sd['tta'] / len(warm) ** 0.5:.3f}), {sd['seconds']:.3f} s of training; lowest and "
             f"highest with TTA {min(r['tta'] for r in warm):.2f} % and "
@@ -198,7 +213,8 @@ def main() -> None:
             f"of training, {cold['seconds'] - mean['seconds']:.3f} s more than the warm mean "
             f"(one-time costs: compilation, cuDNN's kernel timing, first use of each kernel)."
         )
-    summary.write_text("\n".join(lines) + "\n")
+    lines += [""] + [f"{note}\n" for note in notes]
+    summary.write_text("\n".join(lines))
     print("\n".join(lines[len(head) :]), flush=True)
 
 
