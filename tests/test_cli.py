@@ -90,6 +90,7 @@ def test_predict_continues_past_a_bad_file(tmp_path, capsys):
     assert "1 of 2 images could not be classified" in captured.err
 
 
+@pytest.mark.slow
 def test_whole_model_needs_trust_flag(tmp_path):
     checkpoint = save_whole_model(LessonNet(), tmp_path / "whole.pth")
     refused = run_cli("predict", "--checkpoint", str(checkpoint), str(IMAGES / "dog.jpg"))
@@ -221,6 +222,7 @@ def test_the_speedrun_switches_with_another_recipe_are_refused_before_anything_r
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_training_refuses_to_replace_an_earlier_runs_checkpoint_unless_told(
     data_root, tmp_path, capsys
 ):
@@ -289,6 +291,7 @@ def test_resuming_from_plain_weights_points_to_init_from(tmp_path, capsys):
     assert "cannot resume from it" in err and "use --init-from instead of --resume" in err
 
 
+@pytest.mark.slow
 def test_a_new_run_refuses_an_earlier_runs_tensorboard_events_but_a_resumed_one_adds_to_them(
     data_root, tmp_path, capsys
 ):

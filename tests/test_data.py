@@ -150,6 +150,7 @@ def test_missing_batch_is_named(data_root, tmp_path):
         data.verify_files(tmp_path)
 
 
+@pytest.mark.slow
 def test_pixels_are_the_published_statistics(data_root, monkeypatch):
     monkeypatch.delenv("CIFAR_COURSE_SMOKE")
     images = data.load_arrays(True, data_root).images.astype(np.float64) / 255

@@ -145,6 +145,7 @@ def test_gpus_before_ampere_get_fp16_not_bf16(monkeypatch, capability, dtype):
     assert FastTrainer.dtype_for(torch.device("cuda")) == dtype
 
 
+@pytest.mark.slow
 def test_fp16_trains_with_a_gradient_scaler(monkeypatch, data_root):
     """The fp16 path (older GPUs) run on the CPU, whose autocast has fp16 too: the scaler is on,
     the weights stay fp32 and move, the loss is finite."""
@@ -260,6 +261,7 @@ def test_fit_fast_checkpoint_works_with_evaluate(data_root, tmp_path):
     assert accuracy > 0.15
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_reports(data_root):
     lines = []
     lecture, fast = run_benchmark("cpu", epochs=1, log=lines.append)
@@ -296,6 +298,7 @@ def page_faults_per_step(mode: str) -> tuple[str, list[int]]:
     return applied, [int(f) for f in faults]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="keep_freed_memory only acts on Linux with glibc",

@@ -232,6 +232,7 @@ def test_a_state_dict_of_another_network_still_fails_and_names_the_accepted_layo
         load_model(tmp_path / "other.pth")
 
 
+@pytest.mark.slow
 def test_trusted_whole_model_that_is_no_cifar10_classifier_gives_one_line(tmp_path, capsys):
     import torchvision
 
@@ -337,6 +338,7 @@ def test_export_course_layout_is_a_safe_file_and_never_overwrites(tmp_path, caps
     assert main(["export", str(path), str(out), "--force"]) == 0
 
 
+@pytest.mark.slow
 def test_train_init_from_starts_a_fresh_run_from_lecture_weights(tmp_path, capsys):
     path = lecture_whole_model(tmp_path)
     out = tmp_path / "run"

@@ -60,6 +60,7 @@ def test_the_lesson_runs_alone_with_the_installed_wheel_and_prints_what_its_full
     assert " passed" in done.stdout and "failed" not in done.stdout
 
 
+@pytest.mark.slow
 def test_a_lesson_that_prints_other_than_its_full_run_fails_its_nbval_run(
     installed, data_root, tmp_path
 ):

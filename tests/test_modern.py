@@ -86,6 +86,7 @@ def test_tta_looks_at_the_views_it_promises(data_root):
     assert evaluate_tta(mirror, test, tta=False) == {"plain": chance}
 
 
+@pytest.mark.slow
 def test_modern_recipe_from_the_command_line(data_root, tmp_path, capsys):
     out = tmp_path / "ck"
     args = [

@@ -5,6 +5,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10
@@ -51,6 +53,7 @@ def test_readme_is_for_learners_and_links_the_measurement_record():
     assert "make lab" in readme
 
 
+@pytest.mark.slow
 def test_collecting_the_tests_neither_downloads_nor_writes(tmp_path):
     """``pytest --collect-only`` in a checkout without CIFAR-10 beside it: no ``data/`` appears
     (the data is found when the first test starts), and nothing of the course's is written.

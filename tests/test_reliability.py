@@ -62,6 +62,7 @@ def assert_same_weights(a, b):
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(data_root, tmp_path, capsys):
     out = tmp_path / "ck"
     proc = subprocess.Popen(
@@ -86,6 +87,7 @@ def test_sigkill_mid_epoch_then_resume(data_root, tmp_path, capsys):
     assert_same_weights(resumed, uninterrupted(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["while writing", "before the rename"])
 def test_sigkill_mid_checkpoint_write(data_root, tmp_path, where):
     out = tmp_path / "ck"
@@ -148,6 +150,7 @@ def damaged_checkpoints(tmp_path):
     return files
 
 
+@pytest.mark.slow
 def test_damaged_checkpoints_everywhere(data_root, tmp_path):
     for problem, path in damaged_checkpoints(tmp_path).items():
         for args in (
@@ -232,6 +235,7 @@ def broken_data_folders(data_root, tmp_path):
     return folders
 
 
+@pytest.mark.slow
 def test_bad_data_gives_one_clear_line_from_every_entry_point(data_root, tmp_path):
     checkpoint = save_state_dict(LessonNet(), tmp_path / "m.pth")
     for problem, root in broken_data_folders(data_root, tmp_path).items():
@@ -283,6 +287,7 @@ def make_bad_and_odd_images(folder: Path) -> tuple[list[Path], list[Path]]:
     return good, bad
 
 
+@pytest.mark.slow
 def test_predict_batch_continues_past_bad_files(tmp_path):
     good, bad = make_bad_and_odd_images(tmp_path)
     checkpoint = save_state_dict(LessonNet(), tmp_path / "m.pth")

@@ -261,6 +261,7 @@ def short_run(
     return lines
 
 
+@pytest.mark.slow
 def test_the_whitening_bias_stops_learning_and_leaves_the_backward_pass(built, tmp_path):
     """From epoch WHITEN_BIAS_EPOCHS on the bias stays where it is, and on one process it no
     longer asks for a gradient, so that backpropagation stops before the whitening layer."""
@@ -277,6 +278,7 @@ def test_the_whitening_bias_stops_learning_and_leaves_the_backward_pass(built, t
     assert not built[0].whiten.bias.requires_grad and built[0].whiten.bias.grad is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lookahead", [True, False])
 def test_the_run_updates_the_lookahead_every_five_steps_and_ends_on_it(
     monkeypatch, tmp_path, lookahead
@@ -313,6 +315,7 @@ def test_alternating_flip_flips_every_image_every_other_epoch():
     assert 400 < int(base.sum()) < 600
 
 
+@pytest.mark.slow
 def test_the_training_run_shows_each_image_mirrored_in_alternate_epochs(
     images, monkeypatch, tmp_path
 ):
@@ -376,6 +379,7 @@ def test_the_training_run_shows_each_image_mirrored_in_alternate_epochs(
     assert not torch.allclose(saved[weight], live[0].state_dict()[weight].cpu())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema", [False, True])
 def test_without_the_ema_the_last_weights_are_tested_and_saved(monkeypatch, built, tmp_path, ema):
     live, tested = built, []
@@ -409,6 +413,7 @@ def dtypes(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("native", "speedup", "chosen"), [(True, 1.7, True), (True, 0.5, False)])
 def test_a_cpu_trains_in_bf16_only_where_the_probe_finds_it_faster(
     monkeypatch, tmp_path, dtypes, native, speedup, chosen
@@ -458,6 +463,7 @@ def test_without_bf16_in_onednn_a_cpu_trains_in_fp32_without_probing(monkeypatch
     assert resumed == (False, "fp32 (the resumed run trained in bf16, which this CPU cannot run)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("precision", "speedup"), [("fp32", 1.7), ("bf16", 0.5)])
 def test_precision_given_overrules_the_probe_and_is_kept_on_resume(
     monkeypatch, tmp_path, dtypes, precision, speedup
@@ -553,6 +559,7 @@ def test_a_slow_moment_during_the_bf16_probe_does_not_decide(monkeypatch):
     assert speedrun.cpu_bf16_speedup.__wrapped__(8, steps=3) == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_goes_on_exactly_as_if_it_had_never_stopped(tmp_path):
     """The checkpoints hold the lookahead's slow weights: resuming from epoch 1 of a 2-epoch run
     gives its epoch 2 bit for bit. Without them (a checkpoint of a run without lookahead) the
@@ -579,6 +586,7 @@ def test_a_resumed_run_goes_on_exactly_as_if_it_had_never_stopped(tmp_path):
     assert not all(torch.equal(v, approximate["model"][k]) for k, v in straight["model"].items())
 
 
+@pytest.mark.slow
 def test_resuming_keeps_the_decay_decoupled_and_refuses_the_older_recipe(tmp_path, capsys):
     args = ["train", "--recipe", "speedrun", "--batch-size", "500", "--device", "cpu"]
     args += ["--logdir", str(tmp_path / "tb")]
@@ -606,6 +614,7 @@ def test_resuming_keeps_the_decay_decoupled_and_refuses_the_older_recipe(tmp_pat
     assert len(err.splitlines()) == 1 and not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_the_recipe_beats_the_lecture_net_on_the_slice(data_root, tmp_path, capsys):
     common = ["--epochs", "4", "--batch-size", "64", "--device", "cpu"]
     lecture = ["train", *common, "--out", str(tmp_path / "l"), "--logdir", str(tmp_path / "tl")]
@@ -634,6 +643,7 @@ def test_the_recipe_beats_the_lecture_net_on_the_slice(data_root, tmp_path, caps
     assert isinstance(load_model(exported), SpeedNetSmall)
 
 
+@pytest.mark.slow
 def test_shifts_drawn_per_epoch_are_the_ones_drawn_per_batch(monkeypatch, built, tmp_path):
     """DEVICE_DATA_PATH draws an epoch's shifts at once (one copy to a GPU instead of one a step):
     the same numbers in the same order, so the run is bit for bit the one drawn batch by batch."""
@@ -712,6 +722,7 @@ def test_the_muon_schedule_falls_to_zero_and_the_whitening_bias_stops_after_thre
     assert whiten["lr"] == pytest.approx(0.053 * 2000 / 3)
 
 
+@pytest.mark.slow
 def test_the_recipe_with_muon_trains_and_resumes_bit_for_bit(monkeypatch, built, tmp_path):
     """``OPTIMIZER = "muon"`` runs the whole recipe (checkpoints, lookahead, resume) with Muon:
     resumed from its epoch 1, a 2-epoch run gives its epoch 2 bit for bit."""
@@ -728,6 +739,7 @@ def test_the_recipe_with_muon_trains_and_resumes_bit_for_bit(monkeypatch, built,
     assert straight["optimizer"]["param_groups"][0]["orthogonal"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_the_other_optimizer_is_refused_in_one_line(monkeypatch, built, tmp_path):
     """Muon's state does not fit SGD's (four groups against three): resuming across them is
     refused before anything is written, with what to do."""

@@ -257,6 +257,7 @@ def test_the_gpu_session_stops_at_once_when_parts_staged_by_earlier_calls_are_go
     assert "===" not in done.stdout
 
 
+@pytest.mark.slow
 def test_the_gpu_machines_tests_need_no_jupyter_packages():
     """The GPU machine has pytest but neither nbformat nor nbclient: the tests its smoke step runs
     must be collected without them (conftest imports them only where a notebook runs)."""
@@ -291,6 +292,7 @@ def test_the_gpu_session_refuses_a_mode_it_does_not_know(tmp_path):
 KERNEL_RUNNER = ROOT / "tools" / "run_notebooks_kernel.py"
 
 
+@pytest.mark.slow
 def test_the_kernel_runner_runs_magics_and_errors_meant_to_happen_and_reports_the_rest(tmp_path):
     """tools/run_notebooks_kernel.py executes in a real Jupyter kernel (nbclient), so IPython
     magics run and a cell tagged ``raises-exception`` may fail; any other error is reported, and

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -30,6 +31,7 @@ def test_one_epoch_on_the_real_slice_beats_chance(data_root):
     assert loss < 2.28  # below ln(10) = 2.303 of a model that knows nothing
 
 
+@pytest.mark.slow
 def test_fit_logs_tensorboard_and_checkpoints(data_root, tmp_path):
     config = TrainConfig(
         epochs=2, batch_size=32, out=str(tmp_path / "ck"), logdir=str(tmp_path / "tb"), log_every=10
@@ -51,6 +53,7 @@ def test_fit_logs_tensorboard_and_checkpoints(data_root, tmp_path):
     assert abs(events.Scalars("test_accuracy")[-1].value - history[-1]["test_accuracy"]) < 1e-6
 
 
+@pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(data_root, tmp_path):
     common = dict(batch_size=64, seed=3)
     full = fit(
