@@ -22,11 +22,12 @@ train: $(STAMP)
 ## The whole test suite: lint, unit tests, and every notebook run once in smoke mode: each lesson
 ## alone in an empty folder under nbval, with only the built wheel (tests/test_lessons.py), and
 ## the exercise notebooks, reading what each check printed (tests/test_exercises.py).
-## --durations shows where the time went.
+## Two pytest-xdist workers, one torch thread each (tests/conftest.py): 564 s against 767 s in one
+## process on the 2-core machine (benchmarks/README.md). --durations shows where the time went.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest tests --durations=25
+	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest tests -n 2 --durations=25
 
 ## A contributor's quick loop (under 2 minutes): lint, the unit tests and the static checks of the
 ## notebooks, without the tests marked slow (no notebook runs, no torchrun, no long training).

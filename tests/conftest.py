@@ -43,6 +43,13 @@ def _find_the_data() -> None:
 
 os.environ["CIFAR_COURSE_SMOKE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist's workers (`make test` runs two, one per core): one thread each, for their
+    # tests and for the processes those start (kernels, torchrun, the CLI)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.hookimpl(tryfirst=True)
