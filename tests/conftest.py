@@ -28,13 +28,17 @@ def _find_the_data() -> None:
     if (SHARED / "cifar-10-batches-py").is_dir():
         os.environ["CIFAR_COURSE_DATA"] = str(SHARED)
         return
+    from filelock import FileLock  # torch's own dependency
+
     from cifar_course.data import find_data_root
     from cifar_course.errors import CourseError
 
     here = Path.cwd()
     os.chdir(ROOT)  # find_data_root looks in, and downloads into, ./data
     try:
-        os.environ["CIFAR_COURSE_DATA"] = str(ROOT / find_data_root())
+        # make test's two workers start at once: one downloads, the other waits for it
+        with FileLock(ROOT / ".data.lock"):
+            os.environ["CIFAR_COURSE_DATA"] = str(ROOT / find_data_root())
     except CourseError as error:
         NO_DATA = str(error)
     finally:

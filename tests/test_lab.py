@@ -95,6 +95,7 @@ def lab(tmp_path):
             server.wait(timeout=30)
 
 
+@pytest.mark.notebooks
 @pytest.mark.slow
 def test_make_lab_serves_the_lessons_and_its_kernels_find_tensorboard(lab, tmp_path):
     port, runtime = lab

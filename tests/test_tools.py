@@ -292,6 +292,7 @@ def test_the_gpu_session_refuses_a_mode_it_does_not_know(tmp_path):
 KERNEL_RUNNER = ROOT / "tools" / "run_notebooks_kernel.py"
 
 
+@pytest.mark.notebooks
 @pytest.mark.slow
 def test_the_kernel_runner_runs_magics_and_errors_meant_to_happen_and_reports_the_rest(tmp_path):
     """tools/run_notebooks_kernel.py executes in a real Jupyter kernel (nbclient), so IPython
