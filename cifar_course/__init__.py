@@ -1,6 +1,6 @@
 """cifar-course: the helpers behind the notebooks. Data, models, training, checkpoints, plots."""
 
-from .data import CIFAR10, CLASSES, TensorData, get_datasets, smoke_mode
+from .data import CIFAR10, CLASSES, TensorData, by_mode, get_datasets, smoke_mode
 from .errors import CourseError
 from .models import LessonNet, LessonNetSequential, copy_weights, count_parameters
 
@@ -15,6 +15,7 @@ __all__ = [
     "LessonNet",
     "LessonNetSequential",
     "TensorData",
+    "by_mode",
     "copy_weights",
     "count_parameters",
     "get_datasets",

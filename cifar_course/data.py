@@ -18,7 +18,7 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from .errors import CourseError
 
 ENV_DATA = "CIFAR_COURSE_DATA"
 ENV_SMOKE = "CIFAR_COURSE_SMOKE"
+T = TypeVar("T")
 DEFAULT_DOWNLOAD_ROOT = Path("data")
 BASE_FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -72,6 +73,14 @@ HOW_TO_GET_DATA = (
 def smoke_mode() -> bool:
     """True when ``CIFAR_COURSE_SMOKE=1``: entry points then use a small fixed slice of the data."""
     return os.environ.get(ENV_SMOKE, "").strip() not in ("", "0", "false", "False")
+
+
+def by_mode(full: T, smoke: T) -> T:
+    """``full`` in a full run, ``smoke`` in the tests' smoke run (``CIFAR_COURSE_SMOKE=1``, on
+    the small slice): the one place where a lesson asks how many epochs, steps or images, or which
+    network, so that both runs take the same code path with other sizes. The stored outputs come
+    from full runs."""
+    return smoke if smoke_mode() else full
 
 
 def _md5(path: Path) -> str:

@@ -166,3 +166,13 @@ def test_tensor_path_shuffles_exactly_like_the_dataloader():
     )
     expected = next(iter(loader)).tolist()
     assert data.shuffled_order(1000, torch.Generator().manual_seed(3)).tolist() == expected
+
+
+def test_by_mode_answers_with_the_full_runs_size_unless_in_smoke_mode(monkeypatch):
+    from cifar_course import by_mode
+
+    for value in ("", "0", "false"):
+        monkeypatch.setenv("CIFAR_COURSE_SMOKE", value)
+        assert by_mode(full=10, smoke=2) == 10
+    monkeypatch.setenv("CIFAR_COURSE_SMOKE", "1")
+    assert by_mode(full=10, smoke=2) == 2

@@ -209,3 +209,11 @@ def test_no_path_into_this_repository(path):
             assert not re.search(
                 r"""["'](\.\./|images/[\w-]+\.|notebooks/|tools/|tests/)""", cell.source
             )
+
+
+@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_sizes_are_chosen_in_one_place(path):
+    # a full run and the tests' smoke run differ only in by_mode's answers, never in the code path
+    for cell in read(path).cells:
+        if cell.cell_type == "code":
+            assert not re.search(r"MODE\s*[!=]=", cell.source), cell.source[:80]
