@@ -41,6 +41,19 @@ def augment(images: torch.Tensor, generator: torch.Generator | None = None) -> t
     return translate(images, generator)
 
 
+def draw_shifts(
+    n: int, generator: torch.Generator | None, device: torch.device | str
+) -> torch.Tensor:
+    """Random shifts ``[n, 2]`` (0 to 4 pixels, down and right, of a 2-pixel reflect padding) for
+    ``n`` images, drawn on the CPU, so that a seed gives the same images everywhere, and copied
+    to ``device``: from pinned memory on a GPU, without making the CPU wait for it. Drawing an
+    epoch's shifts at once gives the very numbers drawn batch by batch."""
+    shifts = torch.randint(0, 5, (n, 2), generator=generator)
+    if torch.device(device).type == "cuda":
+        return shifts.pin_memory().to(device, non_blocking=True)
+    return shifts.to(device)
+
+
 def translate(
     images: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -48,18 +61,14 @@ def translate(
 ) -> torch.Tensor:
     """Shift each image by a random 0 to 2 pixels in each direction (reflect-padded).
 
-    One gather for the whole batch, with no loop over the 25 possible shifts. On a GPU the shifts
-    (drawn on the CPU, so that a seed gives the same images everywhere) travel from pinned memory
-    without making the CPU wait for the GPU. ``shifts`` ``[n, 2]`` (0 to 4, on the images'
-    device): drawn already, for example for a whole epoch at once (``speedrun.epoch_shifts``).
+    One gather for the whole batch, with no loop over the 25 possible shifts. The shifts come
+    from ``draw_shifts``, unless ``shifts`` ``[n, 2]`` gives them, drawn already (for a whole
+    epoch at once, in the speed-run recipe).
     """
     n, device = len(images), images.device
     padded = nn.functional.pad(images, (2, 2, 2, 2), mode="reflect")
     if shifts is None:
-        shifts = torch.randint(0, 5, (n, 2), generator=generator)
-        if device.type == "cuda":
-            shifts = shifts.pin_memory().to(device, non_blocking=True)
-        shifts = shifts.to(device)
+        shifts = draw_shifts(n, generator, device)
     pixels = torch.arange(32, device=device)
     rows = (shifts[:, 0, None] + pixels)[:, None, :, None]  # [n, 1, 32, 1]
     cols = (shifts[:, 1, None] + pixels)[:, None, None, :]  # [n, 1, 1, 32]

@@ -60,7 +60,15 @@ from .device import cpu_bf16_supported, cuda_bf16_native, synchronize
 from .distributed import Distributed
 from .errors import CourseError
 from .models import SpeedNet, SpeedNetSmall, arch_name
-from .modern import end_epoch, log_final, start_process, steps_per_epoch, translate, triangular_lr
+from .modern import (
+    draw_shifts,
+    end_epoch,
+    log_final,
+    start_process,
+    steps_per_epoch,
+    translate,
+    triangular_lr,
+)
 from .training import (
     TrainConfig,
     init_from,
@@ -621,16 +629,6 @@ def check_optimizer(saved: dict[str, Any], config: TrainConfig) -> None:
         )
 
 
-def epoch_shifts(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """The random shifts of an epoch's ``n`` images ``[n, 2]``, drawn on the CPU from
-    ``generator`` at once (the very numbers that ``translate`` draws batch by batch), and copied
-    to ``device`` in one go, from pinned memory on a CUDA GPU."""
-    shifts = torch.randint(0, 5, (n, 2), generator=generator)
-    if device.type == "cuda":
-        return shifts.pin_memory().to(device, non_blocking=True)
-    return shifts.to(device)
-
-
 def model_for(device: torch.device) -> SpeedNet:
     """``SpeedNet`` on a CUDA GPU, ``SpeedNetSmall`` elsewhere."""
     return SpeedNet() if device.type == "cuda" else SpeedNetSmall()
@@ -733,14 +731,12 @@ def _fit_speedrun(
             batches = list(train.batch_indices(batch_size, True, order, order=mine))
             shifts = None
             if DEVICE_DATA_PATH:  # after the shuffle, the same numbers as translate would draw
-                shifts = epoch_shifts(sum(len(idx) for idx in batches), order, device)
+                shifts = draw_shifts(sum(len(idx) for idx in batches), order, device)
             for idx in batches:
                 images, targets = train.batch(idx, channels_last=CHANNELS_LAST)
                 images = torch.where(flip_now[idx].view(-1, 1, 1, 1), images.flip(3), images)
-                if shifts is None:
-                    images = translate(images, order)
-                else:
-                    images = translate(images, shifts=shifts[seen : seen + len(idx)])
+                drawn = None if shifts is None else shifts[seen : seen + len(idx)]
+                images = translate(images, order, drawn)
                 if muon:
                     set_muon_lr(optimizer, step, total, config.lr, per_epoch)
                 else:

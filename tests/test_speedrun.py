@@ -656,7 +656,7 @@ def test_shifts_drawn_per_epoch_are_the_ones_drawn_per_batch(monkeypatch, built,
     )
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
     generator = torch.Generator().manual_seed(3)
-    whole = speedrun.epoch_shifts(700, generator, torch.device("cpu"))
+    whole = modern.draw_shifts(700, generator, torch.device("cpu"))
     generator.manual_seed(3)
     pieces = [torch.randint(0, 5, (n, 2), generator=generator) for n in (300, 300, 100)]
     assert torch.equal(whole, torch.cat(pieces))
