@@ -25,7 +25,7 @@
 # Device time: on 2026-12-04 (an NVIDIA H200) the four calls ran 45, 8, 338 and 361 s and the
 # session used 809 s of its 900, the machine's start and the transfers included. The deadlines
 # below plan start (about 60 s) + 95 + 8 + 240 + 430 s. The speed-run's 10 seeds come first in
-# their call, lesson 08 first in the notebooks' (the one 2026-12-04's deadline cut).
+# their call, lessons 08 and 05 first in the notebooks' (those that did not run through on 2026-12-04).
 #
 # If a later call says the earlier parts are gone, stage them again: stage (carry .stage1 .whl),
 # stage (carry .stage2), then the call again with .stage3.
@@ -155,7 +155,9 @@ if [ "$mode" = speedrun ]; then
   exit 0
 fi
 
-# notebooks: lessons 01-08 in a real kernel (nbclient), in one empty folder, lesson 08 first
-# (01-07 took 340 s on 2026-12-04), then 01-07 in order (lesson 05 reads lesson 03's checkpoint)
+# notebooks: lessons 01-08 in a real kernel (nbclient), in one empty folder: first those that
+# have not yet run through in a kernel there (08, and 05 after 03, whose checkpoint it reads),
+# then the others (01-07 took 340 s on 2026-12-04)
 TAIL=12 step notebooks 415 python3 tools/run_notebooks_kernel.py notebooks/08_*.ipynb \
-  notebooks/0[1-7]_*.ipynb --workdir /tmp/lessons --out "$LOGS/executed"
+  notebooks/03_*.ipynb notebooks/05_*.ipynb notebooks/0[1246]_*.ipynb notebooks/07_*.ipynb \
+  --workdir /tmp/lessons --out "$LOGS/executed"
