@@ -783,11 +783,15 @@ def test_the_compiled_run_on_cuda_learns_as_the_eager_one_and_freezes_the_whiten
 ):
     """torch.compile (with or without CUDA graphs) runs the same steps: the losses of a short
     run stay close to the eager run's, and the whitening bias, frozen by a learning rate of 0
-    from epoch 4 on (not by requires_grad, which would compile again), does not move."""
+    from epoch 4 on (not by requires_grad, which would compile again), does not move. Without
+    lookahead, which pulls every weight to its slow average, the frozen bias included (as
+    airbench94's does): with it, this failed on an H200 (benchmarks/2026-12-04-h200-second)."""
     runs = {}
     for compile_mode in ("off", mode):
         monkeypatch.setattr(speedrun, "COMPILE", compile_mode)
-        lines = short_run(tmp_path / compile_mode, batch_size=250, epochs=4, device="cuda")
+        lines = short_run(
+            tmp_path / compile_mode, batch_size=250, epochs=4, device="cuda", lookahead=False
+        )
         runs[compile_mode] = [
             float(x.split("train loss ")[1].split()[0]) for x in lines if "train loss" in x
         ]

@@ -23,7 +23,8 @@
 #     -r tools/gpu_wheels.txt
 #
 # Device time: on 2026-12-04 (an NVIDIA H200) the four calls ran 45, 8, 338 and 361 s and the
-# session used 809 s of its 900, the machine's start and the transfers included. The deadlines
+# session used 809 s of its 900, the machine's start and the transfers included; in the second
+# session that day 75, 10, 231 and 434 s, 806 s in all (benchmarks/2026-12-04-h200-second/). The deadlines
 # below plan start (about 60 s) + 95 + 8 + 240 + 430 s. The speed-run's 10 seeds come first in
 # their call, lessons 08 and 05 first in the notebooks' (those that did not run through on 2026-12-04).
 #
