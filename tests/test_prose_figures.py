@@ -49,8 +49,6 @@ NOT_MEASURED: dict[str, dict[str, str]] = {
     "02_save_and_load": {},
     "03_training_loop": {
         "10%": "chance: one class in ten",
-        "20%": "the smoke slice's accuracy, which no stored (full) output shows",
-        "2,000": "the size of the smoke slice, cifar_course.data.SMOKE_TRAIN",
     },
     "04_gpu_vs_cpu": {
         "150 MB": "50,000 images of 3,072 bytes: arithmetic",
