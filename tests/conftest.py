@@ -56,6 +56,27 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+# A test that takes longer than this on the 2-core machine must be marked slow, so that
+# `make check` (-m "not slow") stays within 2 minutes; the variable is for the guard's own test.
+UNMARKED_LIMIT_S = float(os.environ.get("CIFAR_COURSE_UNMARKED_LIMIT_S", "15"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Fail a test that passed but took longer than ``UNMARKED_LIMIT_S`` without the ``slow``
+    marker, naming the fix."""
+    outcome = yield
+    report = outcome.get_result()
+    slow = item.get_closest_marker("slow") is not None
+    if call.when == "call" and report.passed and not slow and call.duration > UNMARKED_LIMIT_S:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} took {call.duration:.1f} s but is not marked slow: add "
+            f"@pytest.mark.slow, so that `make check` stays within 2 minutes "
+            f"(unmarked tests may take {UNMARKED_LIMIT_S:g} s)"
+        )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before the first test, and before nbval starts a notebook's kernel (which inherits the
@@ -131,8 +152,27 @@ def run_alone(installed, data_root):
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory, data_root) -> Path:
-    """A folder holding cifar_course installed from a wheel of this checkout, and nothing else."""
-    base = tmp_path_factory.mktemp("installed")
+    """A folder holding cifar_course installed from a wheel of this checkout, and nothing else.
+
+    Built once per ``pytest`` run: pytest-xdist's workers share the folder above their own
+    temporary folders, and the first to get there builds it while the other waits (the recipe
+    of pytest-xdist's documentation)."""
+    from filelock import FileLock  # torch's own dependency
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    base = shared / "installed"
+    with FileLock(shared / "installed.lock"):
+        if not (base / "site" / "cifar_course").is_dir():
+            build_wheel(base)
+    return base / "site"
+
+
+def build_wheel(base: Path) -> None:
+    """Build a wheel of this checkout and install it alone into ``base/site``."""
+    if base.exists():
+        shutil.rmtree(base)  # what a build stopped half-way left
     source = base / "source"  # a copy, so that no build/ of an earlier build can leak in
     shutil.copytree(ROOT / "cifar_course", source / "cifar_course", ignore=CACHES)
     for name in ("pyproject.toml", "README.md"):
@@ -147,4 +187,3 @@ def installed(tmp_path_factory, data_root) -> Path:
     )
     (wheel,) = (base / "wheel").glob("cifar_course-*.whl")
     pip("install", "--no-deps", "--target", str(base / "site"), str(wheel))
-    return base / "site"

@@ -82,3 +82,30 @@ def test_collecting_the_tests_neither_downloads_nor_writes(tmp_path):
     assert " tests collected" in done.stdout and "no tests ran" not in done.stdout
     after = sorted(p.relative_to(checkout) for p in checkout.rglob("*"))
     assert [p for p in after if p.parts[0] != ".hypothesis"] == before
+
+
+def test_a_long_test_without_the_slow_marker_fails_and_names_the_fix(tmp_path):
+    """The guard in conftest.py: past the limit, an unmarked test fails with the fix in one
+    line; the same test marked slow passes (a nested pytest, with a limit of 0.2 s)."""
+    import shutil
+    import subprocess
+
+    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path)
+    (tmp_path / "test_sleepy.py").write_text(
+        "import time\n\nimport pytest\n\n\n"
+        "def test_unmarked():\n    time.sleep(0.5)\n\n\n"
+        "@pytest.mark.slow\ndef test_marked():\n    time.sleep(0.5)\n\n\n"
+        "def test_quick():\n    pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(CIFAR_COURSE_UNMARKED_LIMIT_S="0.2", CIFAR_COURSE_DATA=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert "1 failed, 2 passed" in done.stdout, done.stdout[-2000:]
+    assert "test_sleepy.py::test_unmarked took 0.5 s but is not marked slow" in done.stdout
+    assert "add @pytest.mark.slow" in done.stdout
