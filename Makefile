@@ -27,7 +27,7 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest tests -n 2 --durations=25
+	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest tests -n 2 --dist loadgroup --durations=25
 
 ## A contributor's quick loop (under 2 minutes): lint, the unit tests and the static checks of the
 ## notebooks, without the tests marked slow (no notebook runs, no torchrun, no long training).

@@ -51,19 +51,26 @@ def train_args(out, logdir, *extra):
     return [*args, *extra]
 
 
-def uninterrupted(tmp_path):
-    out = tmp_path / "straight"
-    assert main(train_args(out, tmp_path / "tb_straight")) == 0
+@pytest.fixture(scope="module")
+def uninterrupted(data_root, tmp_path_factory):
+    """The last checkpoint of the 3-epoch run, never stopped: trained once for the tests that
+    kill and resume it (``make test`` keeps them on one worker: their ``xdist_group``)."""
+    base = tmp_path_factory.mktemp("straight")
+    out = base / "ck"
+    assert main(train_args(out, base / "tb")) == 0
     return load_checkpoint(out / "lesson_net_epoch03.pt")
 
 
 def assert_same_weights(a, b):
+    """Bit for bit: a resumed run repeats the uninterrupted one's arithmetic exactly."""
+    assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+        assert torch.equal(a["model"][key], b["model"][key]), f"{key} differs"
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume(data_root, tmp_path, capsys):
+@pytest.mark.xdist_group("resume")
+def test_sigkill_mid_epoch_then_resume(data_root, tmp_path, capsys, uninterrupted):
     out = tmp_path / "ck"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cifar_course", *train_args(out, tmp_path / "tb")],
@@ -84,12 +91,13 @@ def test_sigkill_mid_epoch_then_resume(data_root, tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
     resumed = load_checkpoint(out / "lesson_net_epoch03.pt")
     assert resumed["epoch"] == 3 and [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
-    assert_same_weights(resumed, uninterrupted(tmp_path))
+    assert_same_weights(resumed, uninterrupted)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("resume")
 @pytest.mark.parametrize("where", ["while writing", "before the rename"])
-def test_sigkill_mid_checkpoint_write(data_root, tmp_path, where):
+def test_sigkill_mid_checkpoint_write(data_root, tmp_path, where, uninterrupted):
     out = tmp_path / "ck"
     # Die during the second checkpoint's save: half-way through writing it, or once it is
     # written but not yet renamed into place.
@@ -122,7 +130,7 @@ def test_sigkill_mid_checkpoint_write(data_root, tmp_path, where):
     first = out / "lesson_net_epoch01.pt"
     assert load_checkpoint(first)["epoch"] == 1
     assert main(train_args(out, tmp_path / "tb", "--resume", str(first))) == 0
-    assert_same_weights(load_checkpoint(out / "lesson_net_epoch03.pt"), uninterrupted(tmp_path))
+    assert_same_weights(load_checkpoint(out / "lesson_net_epoch03.pt"), uninterrupted)
 
 
 # --- damaged checkpoints --------------------------------------------------------------------
