@@ -96,7 +96,7 @@ def test_two_processes_end_where_one_process_ends(tmp_path, data_root, fast):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_end_to_end_two_processes_train_once_save_once_and_learn(tmp_path, data_root):
+def test_end_to_end_two_processes_train_once_save_once_learn_and_resume(tmp_path, data_root):
     # Batch 8 (4 per process): the smoke slice's 2,000 images give the default batch of 64 only
     # 32 steps an epoch, too few to leave chance in two epochs; 250 steps are enough.
     done = torchrun(tmp_path, 2, "--epochs", "2", "--batch-size", "8")
@@ -132,6 +132,18 @@ def test_end_to_end_two_processes_train_once_save_once_and_learn(tmp_path, data_
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"{accuracy:.2f}% on 1,000 images" in evaluated.stdout
 
+    # ... and a third epoch resumes from the second on every process (one launch less than a
+    # test of its own)
+    resumed = torchrun(
+        tmp_path, 2, "--epochs", "3", "--batch-size", "8", "--resume", "out/lesson_net_epoch02.pt"
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.stdout.count("resumed from out/lesson_net_epoch02.pt after epoch 2") == 1
+    assert "epoch  3/3" in resumed.stdout
+    assert "epoch  1/3" not in resumed.stdout and "epoch  2/3" not in resumed.stdout
+    state = torch.load(tmp_path / "out" / "lesson_net_epoch03.pt", weights_only=True)
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+
 
 @pytest.mark.distributed
 @pytest.mark.slow
@@ -165,21 +177,6 @@ def test_with_lookahead_every_process_keeps_the_same_weights(tmp_path, data_root
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     same = all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())
     assert same is not mistake
-
-
-@pytest.mark.distributed
-@pytest.mark.slow
-def test_resume_under_torchrun_continues_on_every_process(tmp_path, data_root):
-    first = torchrun(tmp_path, 2, "--epochs", "1", "--batch-size", "8")
-    assert first.returncode == 0, first.stderr
-    resumed = torchrun(
-        tmp_path, 2, "--epochs", "2", "--batch-size", "8", "--resume", "out/lesson_net_epoch01.pt"
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert resumed.stdout.count("resumed from out/lesson_net_epoch01.pt after epoch 1") == 1
-    assert "epoch  1/2" not in resumed.stdout
-    state = torch.load(tmp_path / "out" / "lesson_net_epoch02.pt", weights_only=True)
-    assert [h["epoch"] for h in state["history"]] == [1, 2]
 
 
 def workers_of(launcher: int) -> dict[int, int]:
