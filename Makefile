@@ -38,8 +38,14 @@ check: $(STAMP)
 
 ## JupyterLab on the lessons. The venv's bin/ goes first on PATH, so that notebooks and JupyterLab's
 ## terminals find its programs (`%tensorboard` runs `tensorboard`) without activating the venv.
+## JupyterLab on the whole repository, opened at notebooks/, so that a lesson's links to
+## ../benchmarks/ and ../cifar_course/ open in it. The server runs in notebooks/, where its
+## terminals start. Their shell is named, so it is not a login shell, which JupyterLab starts when
+## it has no terminal attached and which would reset PATH and lose the virtual environment.
 lab: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab notebooks/ $(LAB_ARGS)
+	cd notebooks && PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/jupyter lab \
+	  --ServerApp.root_dir=.. --LabApp.default_url=/lab/tree/notebooks \
+	  --ServerApp.terminado_settings=shell_command="$${SHELL:-/bin/bash}" $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -64,7 +65,9 @@ def train_one_epoch(
     model.train()
     total = torch.zeros((), device=device)
     count = 0
-    for images, targets in tqdm(batches, desc=desc, leave=False, disable=not progress):
+    for images, targets in tqdm(
+        batches, desc=desc, leave=False, disable=not progress, file=progress_stream()
+    ):
         images, targets = images.to(device), targets.to(device)
         loss = loss_fn(model(images), targets)
         optimizer.zero_grad()
@@ -80,6 +83,13 @@ def train_one_epoch(
     return (total / count).item(), step
 
 
+def progress_stream() -> TextIO:
+    """Where the package's progress bars write: stdout in a Jupyter kernel, where stderr would
+    leave an empty pink band in the notebook once a bar with ``leave=False`` clears itself;
+    stderr elsewhere, so that the command line's results alone go to stdout."""
+    return sys.stdout if "ipykernel" in sys.modules else sys.stderr
+
+
 @torch.no_grad()
 def predict_all(
     model: nn.Module, batches: Batches, device: torch.device
@@ -87,7 +97,7 @@ def predict_all(
     """Run ``model`` over ``batches``; return ``(logits, predictions, targets)`` on the CPU."""
     model.eval()
     all_logits, all_targets = [], []
-    for images, targets in tqdm(batches, desc="test", leave=False):
+    for images, targets in tqdm(batches, desc="test", leave=False, file=progress_stream()):
         all_logits.append(model(images.to(device)).float().cpu())
         all_targets.append(targets.cpu())
     logits = torch.cat(all_logits)

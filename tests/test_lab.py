@@ -1,8 +1,11 @@
-"""`make lab`: JupyterLab started the README's way gives its kernels the course's programs.
+"""`make lab`: JupyterLab started the README's way gives its kernels and terminals the course's
+programs, and serves every file a lesson links to.
 
-The test starts the real JupyterLab server with `make lab`, from a shell whose PATH lacks the
-virtual environment (as when it is not activated), starts a kernel through the server's REST API,
-and runs in it what the lessons tell learners to run: `%tensorboard`.
+The tests start the real JupyterLab server with `make lab`, from a shell whose PATH lacks the
+virtual environment (as when it is not activated) and with no terminal attached (as from a
+desktop launcher), and use it through its REST API and its terminal websocket as JupyterLab's
+page does: a kernel runs what the lessons tell learners to run (`%tensorboard`); a terminal
+starts in notebooks/ and finds `tensorboard`; every relative link of every notebook opens.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -99,8 +103,8 @@ def lab(tmp_path):
 @pytest.mark.slow
 def test_make_lab_serves_the_lessons_and_its_kernels_find_tensorboard(lab, tmp_path):
     port, runtime = lab
-    names = {item["name"] for item in api(port, "contents")["content"]}
-    assert "01_sequential_model.ipynb" in names  # the lessons are the server's root
+    names = {item["name"] for item in api(port, "contents/notebooks")["content"]}
+    assert "01_sequential_model.ipynb" in names  # the server's root is the repository
 
     kernel = api(port, "kernels", "POST", {"name": "python3"})
     client = BlockingKernelClient()
@@ -127,3 +131,63 @@ def test_make_lab_serves_the_lessons_and_its_kernels_find_tensorboard(lab, tmp_p
     finally:
         client.stop_channels()
         api(port, f"kernels/{kernel['id']}", "DELETE")
+
+
+def relative_links(notebook: Path) -> list[str]:
+    """The relative targets of the markdown links and images of ``notebook``, without anchors."""
+    import re
+
+    import nbformat
+
+    found = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            for target in re.findall(r"\]\(([^)\s]+)\)", cell.source):
+                if not re.match(r"[a-z]+:|#", target):
+                    found.append(target.split("#")[0])
+    return found
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_make_lab_opens_every_link_of_every_notebook_and_its_terminals_start_in_notebooks(lab):
+    """A link that leaves the folder JupyterLab serves does nothing when clicked (the server
+    answers 404), so the server must hold every file the notebooks link to; and a terminal
+    opened there must start where the README says and find the course's programs."""
+    import asyncio
+
+    from tornado.websocket import websocket_connect
+
+    port, _ = lab
+    notebooks = sorted((ROOT / "notebooks").rglob("*.ipynb"))
+    checked = 0
+    for notebook in notebooks:
+        for target in relative_links(notebook):
+            path = (notebook.parent / target).resolve().relative_to(ROOT)
+            api(port, f"contents/{urllib.parse.quote(path.as_posix())}?content=0")  # 404 raises
+            checked += 1
+    assert checked > 50, checked  # the lessons link to benchmarks/, exercises and each other
+
+    terminal = api(port, "terminals", "POST", {})
+
+    async def ask(command: str) -> str:
+        url = f"ws://127.0.0.1:{port}/terminals/websocket/{terminal['name']}?token={TOKEN}"
+        socket = await websocket_connect(url)
+        socket.write_message(json.dumps(["stdin", command + "\r"]))
+        seen = ""
+        deadline = time.monotonic() + 30
+        while "END-OF-ANSWER" not in seen.split(command)[-1] and time.monotonic() < deadline:
+            message = await asyncio.wait_for(socket.read_message(), timeout=30)
+            kind, *content = json.loads(message)
+            if kind == "stdout":
+                seen += content[0]
+        socket.close()
+        return seen
+
+    try:
+        answer = asyncio.run(ask("pwd; command -v tensorboard; echo END-OF-ANSWER"))
+    finally:
+        api(port, f"terminals/{terminal['name']}", "DELETE")
+    lines = [line.strip() for line in answer.replace("\r", "").splitlines()]
+    assert str(ROOT / "notebooks") in lines, answer
+    assert str(VENV / "bin" / "tensorboard") in lines, answer

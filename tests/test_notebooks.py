@@ -217,3 +217,87 @@ def test_sizes_are_chosen_in_one_place(path):
     for cell in read(path).cells:
         if cell.cell_type == "code":
             assert not re.search(r"MODE\s*[!=]=", cell.source), cell.source[:80]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS[:-1], ids=lambda p: p.stem)
+def test_every_lesson_but_the_last_ends_with_a_link_to_the_next(path):
+    following = NOTEBOOKS[NOTEBOOKS.index(path) + 1]
+    number = following.name[:2]
+    last_cells = "\n".join(c.source for c in read(path).cells[-3:] if c.cell_type == "markdown")
+    assert f"Next: [lesson {number}]({following.name})" in last_cells
+
+
+# Words that tell how the course was made (who wrote it, in which sitting, what was lent or
+# lacked at the time): learner-facing text speaks of the course alone.
+HOW_IT_WAS_MADE = re.compile(
+    r"\blent\b|\blending\b|\bsitting\b|\bwho wrote\b|\bwrote this\b|\bwritten after\b"
+    r"|\b(?:GPU|earlier|later|previous|next|first|second|writing) sessions?\b"
+    r"|\bsession that\b|\b(?:was|were) written (?:before|during|when|in)\b"
+    r"|\bthis (?:lesson|notebook|course) was (?:made|written)\b|\brerun lacked\b",
+    re.IGNORECASE,
+)
+LINK_TARGET = re.compile(r"\]\([^)\s]*\)")  # an address is not prose
+
+
+def learner_text() -> list[tuple[str, str]]:
+    """(where, text) of everything a learner reads: the notebooks' markdown, the README, and
+    the exercises' messages, hints and solutions in the package."""
+    root = Path(__file__).resolve().parents[1]
+    found = [
+        (f"{path.name} cell {i}", cell.source)
+        for path in EVERY_NOTEBOOK
+        for i, cell in enumerate(read(path).cells)
+        if cell.cell_type == "markdown"
+    ]
+    found.append(("README.md", (root / "README.md").read_text()))
+    for module in sorted((root / "cifar_course" / "exercises").glob("*.py")):
+        found.append((f"cifar_course/exercises/{module.name}", module.read_text()))
+    return found
+
+
+def test_learner_facing_text_never_says_how_the_course_was_made():
+    hits = [
+        (where, match.group(0), text[max(0, match.start() - 60) : match.end() + 60])
+        for where, text in learner_text()
+        for match in HOW_IT_WAS_MADE.finditer(LINK_TARGET.sub("]()", text))
+    ]
+    assert not hits, hits
+
+
+def test_the_guard_against_words_about_how_the_course_was_made_catches_them():
+    for phrase in (
+        "no GPU was lent to the session that wrote this lesson",
+        "a rerun lacked the data",
+        "written after that GPU session",
+        "In this sitting we measured",
+    ):
+        assert HOW_IT_WAS_MADE.search(phrase), phrase
+    for phrase in (
+        "add_safe_globals allows them for the rest of the session",
+        "torch.distributed's process group",
+        "a warm-up run",
+    ):
+        assert not HOW_IT_WAS_MADE.search(phrase), phrase
+
+
+@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: p.stem)
+def test_every_relative_link_opens_on_github_and_in_make_lab(path):
+    """A relative link must name a file of the repository (GitHub resolves it there, and
+    `make lab` serves the whole repository; tests/test_lab.py asks the real server), and an
+    anchor into a markdown file must name one of its headings."""
+    root = Path(__file__).resolve().parents[1]
+    for cell in read(path).cells:
+        if cell.cell_type != "markdown":
+            continue
+        for target in re.findall(r"\]\(([^)\s]+)\)", cell.source):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            file, _, anchor = target.partition("#")
+            resolved = (path.parent / file).resolve()
+            assert resolved.is_relative_to(root) and resolved.exists(), target
+            if anchor and resolved.suffix == ".md":
+                slugs = {
+                    re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+                    for heading in re.findall(r"^#+ (.*)$", resolved.read_text(), re.MULTILINE)
+                }
+                assert anchor in slugs, target

@@ -109,3 +109,26 @@ def test_a_long_test_without_the_slow_marker_fails_and_names_the_fix(tmp_path):
     assert "1 failed, 2 passed" in done.stdout, done.stdout[-2000:]
     assert "test_sleepy.py::test_unmarked took 0.5 s but is not marked slow" in done.stdout
     assert "add @pytest.mark.slow" in done.stdout
+
+
+def test_no_torch_with_the_weights_only_flaw_can_install_with_the_course():
+    """CVE-2026-24747: in torch < 2.10.0 a crafted file can corrupt memory through
+    ``torch.load(weights_only=True)`` and so run code. The course promises that the lecture's
+    files load without running any code, so neither pip nor conda may give it an older torch
+    (nor a torchvision built for one); conda takes both from conda-forge alone."""
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_specs = dict(requirement(s) for s in project["dependencies"])
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    conda_specs = {}
+    for line in lines:
+        match = re.match(r"  - (pytorch|torchvision)(.*)$", line)
+        if match:
+            conda_specs[match.group(1)] = match.group(2).strip()
+    for specs in (pip_specs, conda_specs):
+        torch_ok, vision_ok = SpecifierSet(specs["pytorch"]), SpecifierSet(specs["torchvision"])
+        assert "2.9.1" not in torch_ok and "2.10.0" in torch_ok and "2.14.1" in torch_ok
+        assert "0.24.1" not in vision_ok and "0.25.0" in vision_ok
+    channels = lines[lines.index("channels:") + 1 : lines.index("dependencies:")]
+    assert [c.split("#")[0].strip() for c in channels] == ["- conda-forge"]

@@ -111,3 +111,35 @@ def test_a_resumed_run_trains_with_its_own_learning_rate(tmp_path):
     done, _ = resume(config, model, fresh, torch.device("cpu"), log=lambda _: None)
     assert done == 1 and [group["lr"] for group in fresh.param_groups] == [0.05]
     assert all("momentum_buffer" in fresh.state[p] for p in model.parameters())
+
+
+def test_progress_bars_write_to_stdout_in_a_kernel_and_to_stderr_on_the_command_line(
+    monkeypatch, capsys
+):
+    """In a Jupyter kernel a bar on stderr leaves an empty pink band once it clears itself, so
+    there the package's bars write to stdout; on the command line stdout is for results."""
+    import re
+    import sys
+    import types
+    from pathlib import Path
+
+    from cifar_course.training import predict_all
+
+    batches = [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))] * 3
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    predict_all(model, batches, torch.device("cpu"))
+    command_line = capsys.readouterr()
+    assert "test" in command_line.err and command_line.out == ""
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    predict_all(model, batches, torch.device("cpu"))
+    kernel = capsys.readouterr()
+    assert "test" in kernel.out and kernel.err == ""
+    # every bar of the package goes through that choice
+    root = Path(__file__).resolve().parents[1] / "cifar_course"
+    calls = [
+        (path.name, call)
+        for path in root.rglob("*.py")
+        for call in re.findall(r"\btqdm\((.*?)\)\s*:", path.read_text(), re.DOTALL)
+    ]
+    assert len(calls) >= 2 and all("file=progress_stream()" in call for _, call in calls), calls
