@@ -96,10 +96,11 @@ def predict(
 
 
 def example_photos() -> dict[str, Path]:
-    """Lesson 05's openly licensed photographs, shipped inside the package: ``{class name: path}``.
+    """Lesson 05's photographs, shipped inside the package: ``{class name: path}``.
 
-    They are package data (credits in ``cifar_course/images/SOURCES.md``), so a notebook finds them
-    wherever the package is installed, on Colab too, without a copy of the repository.
+    They are package data (sources and licences in ``cifar_course/images/SOURCES.md``), so a
+    notebook finds them wherever the package is installed, on Colab too, without a copy of the
+    repository.
     """
     folder = resources.files("cifar_course") / "images"
     if not isinstance(folder, Path):  # installed inside a zip file: no real paths to give out

@@ -181,6 +181,22 @@ def test_hint_and_solution_print_without_running_anything(capsys):
             assert exercise.solution_code in out
 
 
+def test_a_hint_in_a_kernel_is_markdown_so_its_code_renders(monkeypatch):
+    """In Jupyter a hint is shown as markdown (`code` rendered as code, not as backticks), with
+    the same text as its plain form."""
+    import IPython
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw: shown.append((obj, raw)))
+    exercise = next(iter(exercises_in(module_for(EXERCISES[0])).values()))
+    exercise.hint()
+    ((bundle, raw),) = shown
+    assert raw and bundle["text/markdown"] == bundle["text/plain"]
+    assert bundle["text/markdown"].startswith(f"Hint ({exercise.name}): ")
+
+
 # The common mistakes: (lesson, exercise, wrong answer, what the feedback must say).
 MISTAKES = [
     (

@@ -44,6 +44,20 @@ class _Blank:
 ____ = _Blank()
 
 
+def _show_markdown(text: str) -> None:
+    """Display ``text`` as markdown in an IPython kernel, with the text itself as its plain-text
+    form (what a terminal or a saved notebook's text view shows); print it anywhere else."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # IPython comes with Jupyter; the command line may lack it
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(text)
+        return
+    display({"text/markdown": text, "text/plain": text}, raw=True)
+
+
 class NotYet(Exception):
     """Raised inside a check: the answer is not right yet, and the message says why."""
 
@@ -174,8 +188,9 @@ class Exercise:
         print(self.evaluate(*answer))
 
     def hint(self) -> None:
-        """Print a hint."""
-        print(f"Hint ({self.name}): {self._hint}")
+        """Show a hint: as markdown in a Jupyter kernel (its `code` rendered as code), as plain
+        text elsewhere."""
+        _show_markdown(f"Hint ({self.name}): {self._hint}")
 
     def solution(self) -> None:
         """Print the reference solution's code; it is not run."""
