@@ -1,5 +1,5 @@
 """Exercises for lesson 02, save and load: a state_dict round trip, a safe whole-model load, and
-the lecture's key names."""
+the key names of nn_seq.py in the lecture's repository."""
 
 from __future__ import annotations
 
@@ -253,7 +253,8 @@ def _load_whole_model_cases(load_whole_model: Any) -> str:
 
 
 def _lecture_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``model``'s state_dict under the lecture's key names (``model1.0.weight``, ...)."""
+    """``model``'s state_dict under the key names of ``nn_seq.py`` in the lecture's repository
+    (``model1.0.weight``, ...)."""
     return {"model1." + k.removeprefix("model."): v for k, v in model.state_dict().items()}
 
 
@@ -327,7 +328,7 @@ q2 = Exercise(
 )
 
 q3 = Exercise(
-    "q3: the lecture's key names",
+    "q3: the key names of nn_seq.py in the lecture's repository",
     _check_to_course_keys,
     hint="""
         Both networks hold the same tensors in the same order; only the names differ. Lesson 01
