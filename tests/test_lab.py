@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -135,8 +136,6 @@ def test_make_lab_serves_the_lessons_and_its_kernels_find_tensorboard(lab, tmp_p
 
 def relative_links(notebook: Path) -> list[str]:
     """The relative targets of the markdown links and images of ``notebook``, without anchors."""
-    import re
-
     import nbformat
 
     found = []
@@ -188,6 +187,7 @@ def test_make_lab_opens_every_link_of_every_notebook_and_its_terminals_start_in_
         answer = asyncio.run(ask("pwd; command -v tensorboard; echo END-OF-ANSWER"))
     finally:
         api(port, f"terminals/{terminal['name']}", "DELETE")
+    answer = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", answer)  # the shell's terminal codes
     lines = [line.strip() for line in answer.replace("\r", "").splitlines()]
     assert str(ROOT / "notebooks") in lines, answer
     assert str(VENV / "bin" / "tensorboard") in lines, answer
