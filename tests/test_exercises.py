@@ -43,9 +43,9 @@ def check_cells(nb) -> list[int]:
 
 
 def test_every_lesson_has_exercises_and_solutions_with_three_to_five_exercises():
-    names = [p.name for p in LESSONS]
-    assert [p.name for p in EXERCISES] == names
-    assert [p.name for p in SOLUTIONS] == names
+    # named for what they are, so that JupyterLab's tabs tell a lesson from its exercises
+    assert [p.name for p in EXERCISES] == [f"{p.stem}_exercises.ipynb" for p in LESSONS]
+    assert [p.name for p in SOLUTIONS] == [f"{p.stem}_solutions.ipynb" for p in LESSONS]
     for path in EXERCISES:
         nb = nbformat.read(path, as_version=4)
         numbers = [CHECK.match(nb.cells[i].source.strip())[1] for i in check_cells(nb)]
@@ -57,20 +57,21 @@ def test_every_lesson_has_exercises_and_solutions_with_three_to_five_exercises()
 def test_each_lesson_links_its_exercises_in_its_last_cell(path):
     last = nbformat.read(path, as_version=4).cells[-1]
     assert last.cell_type == "markdown"
-    assert f"(exercises/{path.name})" in last.source
+    assert f"(exercises/{path.stem}_exercises.ipynb)" in last.source
 
 
 def test_the_readme_table_links_each_lessons_exercises():
     readme = (ROOT / "README.md").read_text()
     for path in LESSONS:
         row = next(line for line in readme.splitlines() if line.startswith(f"| {path.name[:2]} | "))
-        assert f"(notebooks/exercises/{path.name})" in row
+        assert f"(notebooks/exercises/{path.stem}_exercises.ipynb)" in row
 
 
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
 def test_solution_notebook_is_the_exercise_notebook_with_the_answers_filled_in(path):
     exercise = nbformat.read(path, as_version=4)
-    solution = nbformat.read(FOLDER / "solutions" / path.name, as_version=4)
+    solution_name = path.name.replace("_exercises.ipynb", "_solutions.ipynb")
+    solution = nbformat.read(FOLDER / "solutions" / solution_name, as_version=4)
     module = module_for(path)
     checks = check_cells(exercise)
     assert [exercise.cells[i].source for i in checks] == [
