@@ -15,16 +15,26 @@ blank answer, a half-written one or one that raises gets ``Not yet:`` and the re
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
+import random
 import re
+import signal
 import textwrap
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+TIME_LIMIT_S = 20  # one call of the learner's code may take this long
+CHECK_LIMIT_S = 60  # and a whole check, which may call it several times
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -92,31 +102,141 @@ def _names_a_blank(code: Any) -> bool:
     return "____" in code.co_names or any(_names_a_blank(const) for const in code.co_consts)
 
 
+class _TimeUp(BaseException):
+    """Raised inside the learner's code when its time is up (not an Exception: an ``except
+    Exception`` in that code cannot swallow it)."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise ``_TimeUp`` in the code run inside, after ``seconds``: with ``SIGALRM``, so on Linux
+    and macOS in the main thread, where Jupyter runs a cell. Elsewhere (Windows, other threads)
+    there is no limit: an endless loop there needs the kernel's interrupt button. Nested limits
+    keep the outer one's deadline."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def time_up(signum: int, frame: Any) -> None:
+        raise _TimeUp
+
+    outer_left = signal.getitimer(signal.ITIMER_REAL)[0]
+    began = time.monotonic()
+    previous = signal.signal(signal.SIGALRM, time_up)
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer_left) if outer_left else seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer_left:
+            left = outer_left - (time.monotonic() - began)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+
+
+def _settings() -> dict[str, Any]:
+    """The session-wide settings that no answer should change for good."""
+    return {
+        "grad": torch.is_grad_enabled(),
+        "dtype": torch.get_default_dtype(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _restore_settings(settings: dict[str, Any]) -> None:
+    torch.set_grad_enabled(settings["grad"])
+    torch.set_default_dtype(settings["dtype"])
+    torch.set_num_threads(settings["threads"])
+
+
+def _what_changed(before: dict[str, Any], after: dict[str, Any], what: str) -> str | None:
+    """The first setting ``what`` left changed, as advice; None if it left them all alone."""
+    if before["grad"] != after["grad"]:
+        return (
+            f"{what} turned gradients {'off' if before['grad'] else 'on'} for the rest of the "
+            "session (torch.set_grad_enabled); use `with torch.no_grad():` so that they come back "
+            "on after the block."
+        )
+    if before["dtype"] != after["dtype"]:
+        return (
+            f"{what} changed the default dtype to {after['dtype']} for the whole session; "
+            "convert tensors with .to(dtype) instead."
+        )
+    if before["threads"] != after["threads"]:
+        return (
+            f"{what} changed PyTorch's thread count to {after['threads']} for the whole session; "
+            "leave torch.set_num_threads alone."
+        )
+    return None
+
+
+@contextmanager
+def _random_states_kept() -> Iterator[None]:
+    """Give back Python's, NumPy's and PyTorch's random states as they were: a check's own seeds
+    and the random numbers an answer draws do not change what the learner's next cell draws."""
+    python, numpy_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call the learner's ``fn``; turn its exception, or a blank result, into ``NotYet``."""
+    """Call the learner's ``fn`` within ``TIME_LIMIT_S``; turn its exception, a blank result, a
+    call that runs out of time or one that leaves a session-wide setting changed (grad mode,
+    default dtype, thread count: restored here) into ``NotYet``."""
     if not callable(fn):
         raise NotYet(f"{what} should be a function; you gave {type(fn).__name__} {short(fn, 60)}.")
     if _names_a_blank(getattr(inspect.unwrap(fn), "__code__", None)):  # under @torch.no_grad()
         raise NotYet(f"{what} still uses the blank ____: replace it with your code.")
+    before = _settings()
     try:
-        result = fn(*args, **kwargs)
+        with _time_limit(TIME_LIMIT_S):
+            result = fn(*args, **kwargs)
     except NotYet:
         raise
+    except _TimeUp:
+        raise NotYet(
+            f"{what} did not finish in {TIME_LIMIT_S} s; look for a loop that never ends."
+        ) from None
     except Exception as exc:
         if "_Blank" in str(exc) or "____" in str(exc):
             raise NotYet(f"{what} still uses the blank ____: replace it with your code.") from exc
         raise NotYet(f"{what} raised {describe_error(exc)}") from exc
+    finally:
+        after = _settings()
+        _restore_settings(before)
+    changed = _what_changed(before, after, what)
+    if changed:
+        raise NotYet(changed)
     if has_blank(result):
         raise NotYet(f"{what} still returns the blank ____: replace it with your code.")
     return result
 
 
 def as_number(value: Any, what: str, meaning: str) -> float:
-    """The learner's ``value`` as a float; else ``NotYet``: "WHAT returned ...; return MEANING."."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise NotYet(f"{what} returned {short(value)}; return {meaning}.") from None
+    """The learner's ``value`` as a float, if it is a real number: a Python or NumPy number or a
+    one-element tensor, not text, not True/False, not complex, not NaN; else ``NotYet``: "WHAT
+    returned ...; return MEANING."."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        raise NotYet(f"{what} returned {value}, a truth value; return {meaning}.")
+    if isinstance(value, str | bytes):
+        raise NotYet(f"{what} returned the text {short(value)}; return {meaning}, not text.")
+    if not isinstance(value, numbers.Real):
+        raise NotYet(f"{what} returned {short(value)}; return {meaning}.")
+    if math.isnan(value):
+        raise NotYet(f"{what} returned nan; return {meaning}.")
+    return float(value)
 
 
 def run_watched(
@@ -173,15 +293,30 @@ class Exercise:
         self.solution_code = textwrap.dedent(solution).strip()
 
     def evaluate(self, *answer: Any) -> Feedback:
-        """Check ``answer`` and return the feedback without printing it."""
+        """Check ``answer`` and return the feedback without printing it. The check leaves the
+        session as it found it: grad mode, default dtype, thread count and random states; an
+        answer that changed a setting for good gets ``Not yet``, saying which."""
         if any(has_blank(part) for part in answer):
             return Feedback(False, "replace the blank ____ with your answer, then run this cell.")
+        settings = _settings()
         try:
-            return Feedback(True, self._checker(*answer))
+            with _random_states_kept(), _time_limit(CHECK_LIMIT_S):
+                message = self._checker(*answer)
         except NotYet as exc:
             return Feedback(False, str(exc))
+        except _TimeUp:
+            return Feedback(
+                False,
+                f"the check did not finish in {CHECK_LIMIT_S} s: look for "
+                "a loop in your code that never ends.",
+            )
         except Exception as exc:  # an answer of a shape the check did not foresee
             return Feedback(False, f"your answer could not be checked: {describe_error(exc)}")
+        finally:
+            after = _settings()
+            _restore_settings(settings)
+        changed = _what_changed(settings, after, "your code")
+        return Feedback(False, changed) if changed else Feedback(True, message)
 
     def check(self, *answer: Any) -> None:
         """Print one line: ``Correct: ...`` or ``Not yet: ...`` with what is wrong."""
