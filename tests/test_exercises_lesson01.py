@@ -131,6 +131,44 @@ MISTAKES = [
         """,
         "layer 1 has no bias",
     ),
+    # issue 31: settings outside the table, sizes with a fraction
+    (
+        "01",
+        "q2",
+        """
+        shapes_64 = [
+            (64, 32, 64, 64), (64, 32, 32, 32), (64, 32, 32, 32), (64, 32, 16, 16),
+            (64, 64, 16, 16), (64, 64, 8, 8), (64, 4096.9),
+        ]
+        """,
+        "write it as a tuple of whole numbers",
+    ),
+    (
+        "01",
+        "q3",
+        """
+        def build_net():
+            return nn.Sequential(
+                nn.Conv2d(3, 16, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2, padding=1),
+                nn.Conv2d(16, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(32 * 17 * 17, 10),
+            )
+        """,
+        "layer 3 sets padding=1 (the table leaves it at PyTorch's default, 0)",
+    ),
+    (
+        "01",
+        "q3",
+        """
+        def build_net():
+            return nn.Sequential(
+                nn.Conv2d(3, 16, kernel_size=3, padding=1, dilation=2), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(32 * 15 * 15, 10),
+            )
+        """,
+        "layer 1 sets dilation=(2, 2)",
+    ),
 ]
 
 # (lesson, a right answer written differently)
@@ -150,6 +188,18 @@ ALTERNATIVES = [
             return nn.Sequential(
                 nn.Conv2d(3, 16, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
                 nn.Conv2d(16, 32, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(8192, 10),
+            )
+        """,
+    ),
+    # issue 31: settings outside the table, sizes with a fraction
+    (
+        "01",
+        """
+        def build_net():
+            return nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding="same"), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+                nn.Conv2d(16, 32, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=2),
                 nn.Flatten(), nn.Linear(8192, 10),
             )
         """,

@@ -97,10 +97,11 @@ def _check_shapes_64(shapes_64: Any) -> str:
     for i, (got, want) in enumerate(zip(shapes_64, expected, strict=True)):
         layer = type(layers[i]).__name__
         try:
-            got_shape = tuple(int(n) for n in got)
-        except (TypeError, ValueError):
+            got_shape = tuple(_whole_number(n, "", "") for n in got)
+        except (TypeError, ValueError, NotYet):
             raise NotYet(
-                f"shape {i + 1} ({layer}) is {short(got)}; write it as a tuple of ints."
+                f"shape {i + 1} ({layer}) is {short(got)}; write it as a tuple of whole numbers "
+                "(ints): a layer's output has no fraction of a pixel or channel."
             ) from None
         if got_shape != tuple(want):
             raise NotYet(f"after layer {i + 1} ({layer}) {_what_is_off(got_shape, tuple(want))}")
@@ -145,6 +146,27 @@ def _settings_of(layer: nn.Module, names: dict[str, int]) -> dict[str, Any]:
     return found
 
 
+# What each kind of layer in the table computes with, beyond the table's columns: a setting
+# there that differs from PyTorch's default changes the network (ReLU's inplace does not).
+_ALSO = {
+    nn.Conv2d: ("dilation", "groups", "padding_mode"),
+    nn.MaxPool2d: ("padding", "dilation", "ceil_mode", "return_indices"),
+}
+
+
+def _untabled_setting(layer: nn.Module, kind: type[nn.Module], settings: dict[str, int]) -> str:
+    """The first setting of ``layer`` outside the table's columns that differs from what the
+    table's layer has (PyTorch's default), as "NAME=VALUE (the default is ...)"; else ""."""
+    reference = kind(**settings)
+    for name in _ALSO.get(kind, ()):
+        got, want = getattr(layer, name), getattr(reference, name)
+        if got != want and not (isinstance(want, tuple) and got == want[0]):
+            if isinstance(got, tuple) and len(set(got)) == 1 and got[0] == want:
+                continue
+            return f"{name}={got!r} (the table leaves it at PyTorch's default, {want!r})"
+    return ""
+
+
 def _check_build_net(build_net: Any) -> str:
     if isinstance(build_net, nn.Module):
         raise NotYet("pass the function itself, q3.check(build_net), not the network it returns.")
@@ -172,6 +194,9 @@ def _check_build_net(build_net: Any) -> str:
             )
         if got != settings:
             raise NotYet(f"layer {i + 1} is {_describe(kind, got)}; the table has {want}.")
+        extra = _untabled_setting(layers[i], kind, settings)
+        if extra:
+            raise NotYet(f"layer {i + 1} sets {extra}; build it as the table's {want}.")
     if len(layers) > len(_TABLE):
         raise NotYet(f"your network has {len(layers)} layers; the table has {len(_TABLE)}.")
     x = torch.rand(2, 3, 64, 64)
