@@ -151,6 +151,17 @@ MISTAKES = [
         """,
         "returned instead of raising",
     ),
+    # issue 31: a file read into memory first; tensors without values
+    (
+        "02",
+        "q3",
+        """
+        def to_course_keys(lecture_state):
+            names = LessonNet().state_dict().keys()
+            return {name: value.to("meta") for name, value in zip(names, lecture_state.values())}
+        """,
+        "is on the meta device: it has a shape but no values",
+    ),
 ]
 
 # (lesson, a right answer written differently)
@@ -175,6 +186,21 @@ ALTERNATIVES = [
             with open(path, "rb") as f:  # torch.load takes an open file too
                 new.load_state_dict(torch.load(f, weights_only=True))
             return new
+        """,
+    ),
+    # issue 31: a file read into memory first; tensors without values
+    (
+        "02",
+        """
+        import io
+
+        def save_and_reload(model, make_model, path):
+            torch.save(model.state_dict(), path)
+            new_model = make_model()
+            with open(path, "rb") as f:
+                buffer = io.BytesIO(f.read())
+            new_model.load_state_dict(torch.load(buffer, weights_only=True))
+            return new_model
         """,
     ),
 ]

@@ -3,6 +3,7 @@ the key names of nn_seq.py in the lecture's repository."""
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from ..models import LessonNet, LessonNetSequential, ModernNet
-from . import Exercise, NotYet, ____, describe_error, run_learner
+from . import Exercise, NotYet, ____, describe_error, run_learner, short
 
 __all__ = ["____", "q1", "q2", "q3", "make_model"]
 
@@ -67,7 +68,7 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
         expected = model(x)
     made: list[nn.Module] = []
     reads: list[str] = []
-    real_load = torch.load
+    real_load, real_open = torch.load, io.open
 
     def fresh_model() -> nn.Module:
         made.append(make_model())
@@ -79,11 +80,18 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
             reads.append(str(Path(name).resolve()))
         return real_load(f, *args, **kwargs)
 
+    def recording_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | os.PathLike) and "r" in mode:  # io.BytesIO(open(...).read())
+            reads.append(str(Path(file).resolve()))
+        return real_open(file, mode, *args, **kwargs)
+
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model_state.pth"
         with (
             mock.patch.object(torch, "load", recording_load),
             mock.patch.object(torch.serialization, "load", recording_load),
+            mock.patch("builtins.open", recording_open),
+            mock.patch.object(io, "open", recording_open),
         ):
             loaded = run_learner("save_and_reload", save_and_reload, model, fresh_model, path)
         if loaded is model:
@@ -279,11 +287,20 @@ def _check_to_course_keys(to_course_keys: Any) -> str:
         raise NotYet(
             f"the result lacks {missing[0]!r} ({len(missing)} of LessonNet's keys are missing)."
         )
+    for key, value in renamed.items():
+        if not isinstance(value, torch.Tensor):
+            raise NotYet(f"under {key!r} you put {short(value)}; keep the lecture's tensors.")
+        if value.is_meta:
+            raise NotYet(
+                f"the tensor under {key!r} is on the meta device: it has a shape but no values. "
+                "Keep the lecture's tensors themselves."
+            )
     try:
         net.load_state_dict(renamed)
     except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
-        raise NotYet(lines[0] if lines else describe_error(exc)) from None
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        sizes = [line for line in lines if "size mismatch" in line]
+        raise NotYet((sizes or lines or [describe_error(exc)])[0]) from None
     x = torch.rand(4, 3, 32, 32)
     if not torch.equal(net.eval()(x), lecture(x)):
         raise NotYet(
