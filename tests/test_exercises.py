@@ -203,3 +203,44 @@ def test_q2_tells_a_sessions_allow_list_from_the_functions_own_and_leaves_it_as_
     finally:
         torch.serialization.clear_safe_globals()
         torch.serialization.add_safe_globals(before)
+
+
+def test_an_endless_loop_gets_not_yet_within_the_time_limit(monkeypatch):
+    """A learner's endless loop does not hang the cell: each call runs under a time limit."""
+    import time
+
+    import cifar_course.exercises as exercises
+    from cifar_course.exercises.lesson03 import q1
+
+    monkeypatch.setattr(exercises, "TIME_LIMIT_S", 0.5)
+
+    def accuracy(logits, labels):
+        while True:
+            pass
+
+    began = time.monotonic()
+    feedback = q1.evaluate(accuracy)
+    assert time.monotonic() - began < 5
+    assert not feedback.correct and "accuracy did not finish in 0.5 s" in feedback.message
+
+
+def test_a_check_gives_the_session_back_as_it_found_it():
+    """Random states come back as they were; a setting an answer changed for good is named and
+    put back."""
+    from cifar_course.exercises.lesson03 import q1
+    from cifar_course.exercises.lesson07 import q2
+
+    scope = namespace(next(p for p in EXERCISES if p.name.startswith("07")), answers=True)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    assert q2.evaluate(scope["shares"]).correct  # the check seeds and draws numbers of its own
+    assert torch.equal(torch.rand(3), expected)
+
+    def accuracy(logits, labels):
+        torch.set_default_dtype(torch.float64)
+        return (logits.argmax(1) == labels).float().mean().item()
+
+    feedback = q1.evaluate(accuracy)
+    assert not feedback.correct and "changed the default dtype" in feedback.message
+    assert torch.get_default_dtype() == torch.float32

@@ -158,6 +158,40 @@ MISTAKES = [
         """,
         "the model ran in training mode",
     ),
+    # issue 31: numbers as text, gradients left off for the session
+    (
+        "03",
+        "q1",
+        """
+        def accuracy(logits, labels):
+            return str((logits.argmax(dim=1) == labels).float().mean().item())
+        """,
+        "accuracy returned the text",
+    ),
+    (
+        "03",
+        "q1",
+        """
+        def accuracy(logits, labels):
+            return bool((logits.argmax(dim=1) == labels).float().mean() > 0.5)
+        """,
+        "a truth value",
+    ),
+    (
+        "03",
+        "q3",
+        """
+        def evaluate(model, loader):
+            model.eval()
+            torch.set_grad_enabled(False)
+            correct, total = 0, 0
+            for images, labels in loader:
+                correct += (model(images).argmax(dim=1) == labels).sum().item()
+                total += len(labels)
+            return correct / total
+        """,
+        "evaluate turned gradients off for the rest of the session",
+    ),
 ]
 
 # (lesson, a right answer written differently)
