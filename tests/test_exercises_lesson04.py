@@ -94,7 +94,7 @@ MISTAKES = [
         def choose_device():
             return 'cuda'
         """,
-        "on a machine with an Apple GPU and no NVIDIA one you chose 'cuda'; expected 'mps'",
+        "on a machine with an Apple GPU you chose 'cuda'; expected 'mps'",
     ),
     (
         "04",
@@ -154,6 +154,48 @@ MISTAKES = [
         """,
         "the clock stopped before the work finished",
     ),
+    # issue 31: weights kept in the move, counts from the arguments, the clock after the warm-up
+    (
+        "04",
+        "q1",
+        """
+        def to_device(model, images, labels, device):
+            return model.to_empty(device=device), images.to(device), labels.to(device)
+        """,
+        "holds other values after the move",
+    ),
+    (
+        "04",
+        "q2",
+        """
+        def time_op(run, sync, warmup=3, repeats=10):
+            for _ in range(3):
+                run()
+            sync()
+            start = time.perf_counter()
+            for _ in range(10):
+                run()
+            sync()
+            return (time.perf_counter() - start) / 10
+        """,
+        "use the arguments, not fixed numbers",
+    ),
+    (
+        "04",
+        "q2",
+        """
+        def time_op(run, sync, warmup=3, repeats=10):
+            start = time.perf_counter()
+            for _ in range(warmup):
+                run()
+            sync()
+            for _ in range(repeats):
+                run()
+            sync()
+            return (time.perf_counter() - start) / repeats
+        """,
+        "the clock started before the warm-up",
+    ),
 ]
 
 # (lesson, a right answer written differently)
@@ -195,6 +237,36 @@ ALTERNATIVES = [
         """
         def choose_device():
             return torch.accelerator.current_accelerator() or torch.device("cpu")
+        """,
+    ),
+    # issue 31: weights kept in the move, counts from the arguments, the clock after the warm-up
+    (
+        "04",
+        """
+        def to_device(model, images, labels, device):
+            for p in model.parameters():
+                p.data = p.data.to(device)
+            return model, images.to(device), labels.to(device)
+        """,
+    ),
+    (
+        "04",
+        """
+        def choose_device():
+            if torch.cuda.device_count() > 0:
+                return "cuda"
+            if torch.mps.is_available():
+                return "mps"
+            return "cpu"
+        """,
+    ),
+    (
+        "04",
+        """
+        def choose_device():
+            if torch.accelerator.device_count() > 0:
+                return torch.accelerator.current_accelerator()
+            return torch.device("cpu")
         """,
     ),
 ]

@@ -26,19 +26,68 @@ def _where(tensor: Any) -> str:
     return str(tensor.device) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
 
 
+def _lesson_model() -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10))
+    model(torch.zeros(1, 3, 8, 8))
+    return model
+
+
+def _returned(result: Any) -> tuple[nn.Module, Any, Any]:
+    if not isinstance(result, tuple | list) or len(result) != 3:
+        raise NotYet("to_device should return three things, as a tuple: model, images, labels.")
+    model, images, labels = result
+    if not isinstance(model, nn.Module):
+        raise NotYet(f"the first thing returned should be the model; it is {type(model).__name__}.")
+    return model, images, labels
+
+
+def _moved_by_recording(to_device: Any) -> None:
+    """Run ``to_device`` towards the CPU with ``Tensor.to`` recorded: for answers that set
+    ``p.data = p.data.to(device)``, which PyTorch allows between real devices but not from the
+    CPU to 'meta'. Each tensor that ``.to`` returns is a fresh copy, so an answer that drops
+    what ``.to`` returned is seen."""
+    real_to = torch.Tensor.to
+    copies: set[int] = set()
+
+    def recording_to(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        moved = real_to(tensor, *args, **kwargs)
+        if moved.device.type == "cpu":
+            moved = moved.clone()
+            copies.add(moved.data_ptr())
+        return moved
+
+    model = _lesson_model()
+    images, labels = torch.rand(4, 3, 8, 8), torch.tensor([1, 2, 3, 4])
+    with mock.patch.object(torch.Tensor, "to", recording_to):
+        result = run_learner("to_device", to_device, model, images, labels, torch.device("cpu"))
+    got_model, got_images, got_labels = _returned(result)
+    for name, after in (("images", got_images), ("labels", got_labels)):
+        if not isinstance(after, torch.Tensor) or after.data_ptr() not in copies:
+            raise NotYet(
+                f"{name} is not the tensor that {name}.to(device) returned: Tensor.to returns a "
+                f"new tensor and leaves the old one where it was, so write {name} = "
+                f"{name}.to(device)."
+            )
+    stray = [n for n, p in got_model.named_parameters() if p.data_ptr() not in copies]
+    if stray:
+        raise NotYet(f"the model's {stray[0]} was not moved to the device.")
+
+
 def _check_to_device(to_device: Any) -> str:
     for target in ("meta", "cpu"):
-        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(10))
-        model(torch.zeros(1, 3, 8, 8))
+        model = _lesson_model()
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
         images, labels = torch.rand(4, 3, 8, 8), torch.tensor([1, 2, 3, 4])
-        result = run_learner("to_device", to_device, model, images, labels, torch.device(target))
-        if not isinstance(result, tuple | list) or len(result) != 3:
-            raise NotYet("to_device should return three things, as a tuple: model, images, labels.")
-        model, images, labels = result
-        if not isinstance(model, nn.Module):
-            raise NotYet(
-                f"the first thing returned should be the model; it is {type(model).__name__}."
-            )
+        device = torch.device(target)
+        try:
+            result = run_learner("to_device", to_device, model, images, labels, device)
+        except NotYet as exc:
+            cause = exc.__cause__
+            if target == "meta" and isinstance(cause, RuntimeError) and "set_data" in str(cause):
+                _moved_by_recording(to_device)  # p.data = p.data.to(device): see there
+                continue
+            raise
+        model, images, labels = _returned(result)
         for name, value in (("images", images), ("labels", labels)):
             if not isinstance(value, torch.Tensor):
                 raise NotYet(f"{name} came back as {type(value).__name__}, not a tensor.")
@@ -59,9 +108,17 @@ def _check_to_device(to_device: Any) -> str:
                 f"the model's {stray[0]} is still on {model.get_parameter(stray[0]).device}, "
                 f"not {target}."
             )
+        if target == "cpu":
+            changed = [k for k, v in model.state_dict().items() if not torch.equal(v, weights[k])]
+            if changed:
+                raise NotYet(
+                    f"the model's {changed[0]} holds other values after the move: moving must "
+                    "keep the weights (to_empty gives new, uninitialized memory); use "
+                    "model.to(device)."
+                )
     return (
         "model, images and labels all arrive on the device asked for (checked with 'meta' and "
-        "'cpu')."
+        "'cpu'), the weights unchanged."
     )
 
 
@@ -91,19 +148,30 @@ class SimulatedGPU:
 
 
 def _check_time_op(time_op: Any) -> str:
-    warmup, repeats = 3, 10
+    # the defaults, then other counts: an answer that ignores its arguments is seen
+    for warmup, repeats in ((3, 10), (2, 7), (5, 4)):
+        ms, work_ms = _time_op_once(time_op, warmup, repeats)
+    return (
+        f"{ms:.2f} ms per call, for work of {work_ms:.0f} ms: warm-up excluded, and synchronized "
+        "before both readings of the clock, whatever the counts of warm-up and timed calls."
+    )
+
+
+def _time_op_once(time_op: Any, warmup: int, repeats: int) -> tuple[float, float]:
+    """Time a fresh ``SimulatedGPU`` with the learner's ``time_op``; its ms and the work's ms."""
     gpu = SimulatedGPU()
     got = run_learner("time_op", time_op, gpu.run, gpu.sync, warmup=warmup, repeats=repeats)
     seconds = as_number(got, "time_op", "the seconds per call, one number")
     runs = gpu.log.count("run")
     ms, work_ms = seconds * 1000, gpu.work * 1000
+    counts = f"warmup={warmup}, repeats={repeats}"
     if runs != warmup + repeats:
         raise NotYet(
-            f"run was called {runs} times; expected {warmup} warm-up calls and {repeats} timed "
-            "ones."
+            f"with {counts}, run was called {runs} times; expected {warmup} warm-up calls and "
+            f"{repeats} timed ones: use the arguments, not fixed numbers."
         )
     run_at = [i for i, event in enumerate(gpu.log) if event == "run"]
-    if "sync" not in gpu.log[run_at[warmup - 1] : run_at[warmup]]:
+    if warmup and "sync" not in gpu.log[run_at[warmup - 1] : run_at[warmup]]:
         raise NotYet(
             f"nothing waits for the {warmup} warm-up calls to finish before the timed calls: call "
             "sync() after the warm-up, then start the clock."
@@ -118,33 +186,60 @@ def _check_time_op(time_op: Any) -> str:
         raise NotYet(f"you return {seconds:.4g}: that looks like milliseconds; return seconds.")
     if abs(ms - work_ms * repeats) < abs(ms - work_ms):
         raise NotYet(f"you return {ms:.1f} ms, the time of all {repeats} calls; divide by repeats.")
+    everything = (gpu.first_call * 1000 + (warmup + repeats) * work_ms) / repeats
+    if abs(ms - everything) < abs(ms - work_ms):
+        raise NotYet(
+            f"you measured {ms:.2f} ms per call, about the warm-up and the timed calls together "
+            f"({everything:.1f} ms) over {repeats}: the clock started before the warm-up. "
+            "Start it after the warm-up and its sync()."
+        )
     if not 0.95 * work_ms <= ms <= 1.75 * work_ms:
         raise NotYet(
-            f"you measured {ms:.2f} ms per call; each call's work takes {work_ms:.0f} ms. Divide "
-            "the time of the timed calls by their number, repeats."
+            f"with {counts} you measured {ms:.2f} ms per call; each call's work takes "
+            f"{work_ms:.0f} ms. Divide the time of the timed calls by their number, repeats."
         )
-    return (
-        f"{ms:.2f} ms per call, for work of {work_ms:.0f} ms: warm-up excluded, and synchronized "
-        "before both readings of the clock."
-    )
+    return ms, work_ms
+
+
+# The machines the check fakes: (name, NVIDIA GPUs, an Apple GPU, the answer). Only machines
+# that exist: a Mac has no CUDA, and a machine with NVIDIA GPUs no MPS.
+_MACHINES = [
+    ("an NVIDIA GPU", 1, False, "cuda"),
+    ("two NVIDIA GPUs", 2, False, "cuda"),
+    ("an Apple GPU", 0, True, "mps"),
+    ("no GPU at all", 0, False, "cpu"),
+]
+
+
+def _fake_machine(stack: contextlib.ExitStack, gpus: int, mps: bool) -> None:
+    """Patch every PyTorch call that tells which accelerator a machine has, so that each gives
+    the same answer: CUDA's, MPS's (both its modules) and torch.accelerator's."""
+    kind = "cuda" if gpus else "mps" if mps else None
+    answers = [
+        (torch.cuda, "is_available", gpus > 0),
+        (torch.cuda, "device_count", gpus),
+        (torch.cuda, "is_initialized", False),
+        (torch.backends.mps, "is_available", mps),
+        (torch.backends.mps, "is_built", mps),
+        (getattr(torch, "mps", None), "is_available", mps),
+        (getattr(torch, "mps", None), "device_count", int(mps)),
+        (getattr(torch, "accelerator", None), "is_available", kind is not None),
+        (getattr(torch, "accelerator", None), "device_count", gpus or int(mps)),
+        (
+            getattr(torch, "accelerator", None),
+            "current_accelerator",
+            torch.device(kind) if kind else None,
+        ),
+    ]
+    for owner, name, value in answers:
+        if owner is not None and hasattr(owner, name):
+            stack.enter_context(mock.patch.object(owner, name, return_value=value))
 
 
 def _check_choose_device(choose_device: Any) -> str:
-    cases = [((True, 1), True, "cuda"), ((False, 0), True, "mps"), ((False, 0), False, "cpu")]
-    for (cuda, count), mps, expected in cases:
-        accelerator = torch.device("cuda" if cuda else "mps") if cuda or mps else None
-        with contextlib.ExitStack() as machine:
-            for owner, name, value in [
-                (torch.cuda, "is_available", cuda),
-                (torch.cuda, "device_count", count),
-                (torch.backends.mps, "is_available", mps),
-                (torch.backends.mps, "is_built", mps),
-                # PyTorch 2.6's torch.accelerator answers the same question
-                (getattr(torch, "accelerator", None), "is_available", cuda or mps),
-                (getattr(torch, "accelerator", None), "current_accelerator", accelerator),
-            ]:
-                if owner is not None and hasattr(owner, name):
-                    machine.enter_context(mock.patch.object(owner, name, return_value=value))
+    for machine, gpus, mps, expected in _MACHINES:
+        with contextlib.ExitStack() as stack:
+            _fake_machine(stack, gpus, mps)
             got = run_learner("choose_device", choose_device)
         try:
             kind = torch.device(got).type
@@ -152,16 +247,9 @@ def _check_choose_device(choose_device: Any) -> str:
             raise NotYet(
                 f"choose_device returned {short(got)}; return a torch.device or a name like 'cpu'."
             ) from None
-        machine = (
-            "an NVIDIA GPU"
-            if cuda
-            else "an Apple GPU and no NVIDIA one"
-            if mps
-            else "no GPU at all"
-        )
         if kind != expected:
             raise NotYet(f"on a machine with {machine} you chose {kind!r}; expected {expected!r}.")
-    return "'cuda' with an NVIDIA GPU, 'mps' on an Apple GPU, else 'cpu'."
+    return "'cuda' with NVIDIA GPUs, 'mps' on an Apple GPU, else 'cpu'."
 
 
 q1 = Exercise(
