@@ -1,6 +1,7 @@
 """Files made by the lecture's own code, loaded safely: whole `Tudui` pickles and its state_dicts.
 
-The lecture saves its whole network each epoch, ``torch.save(tudui, "tudui_0.pth")``, with the
+The lecture repository's ``train.py`` saves its whole network each epoch,
+``torch.save(tudui, "tudui_0.pth")`` (the lecture note has that line commented out), with the
 class ``Tudui`` defined in ``model.py`` or in the training script itself (so the pickle names
 ``model.Tudui`` or ``__main__.Tudui``). Such a file is loaded here with ``weights_only=True``:
 PyTorch's allow-list admits only the ``torch.nn`` layers this network uses, and maps the name
@@ -8,7 +9,8 @@ PyTorch's allow-list admits only the ``torch.nn`` layers this network uses, and 
 class or callable the file names is refused, and nothing from the file runs.
 
 The lecture's ``state_dict`` files follow its class's attribute names: ``model.0.weight`` ...
-(``self.model = nn.Sequential(...)``), ``model1.0.weight`` ..., or one name per layer.
+(``self.model = nn.Sequential(...)``, the note's and ``model.py``'s), ``model1.0.weight`` ...
+(``nn_seq.py``'s), or one name per layer.
 ``match_lesson_layout`` accepts any of them when the tensors have the lesson net's shapes in the
 lesson net's order.
 """
