@@ -250,6 +250,8 @@ def learner_text() -> list[tuple[str, str]]:
         if cell.cell_type == "markdown"
     ]
     found.append(("README.md", (root / "README.md").read_text()))
+    sources = root / "cifar_course" / "images" / "SOURCES.md"  # the lessons link it
+    found.append(("cifar_course/images/SOURCES.md", sources.read_text()))
     for module in sorted((root / "cifar_course" / "exercises").glob("*.py")):
         found.append((f"cifar_course/exercises/{module.name}", module.read_text()))
     return found
@@ -280,24 +282,56 @@ def test_the_guard_against_words_about_how_the_course_was_made_catches_them():
         assert not HOW_IT_WAS_MADE.search(phrase), phrase
 
 
-@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: p.stem)
+def tracked_files(root: Path) -> set[Path] | None:
+    """The files git tracks (what GitHub shows), or None outside a git checkout."""
+    import subprocess
+
+    done = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        return None
+    return {(root / line).resolve() for line in done.stdout.splitlines()}
+
+
+LINKED = [*EVERY_NOTEBOOK, Path(__file__).resolve().parents[1] / "README.md"]
+
+
+@pytest.mark.parametrize("path", LINKED, ids=lambda p: p.stem)
 def test_every_relative_link_opens_on_github_and_in_make_lab(path):
-    """A relative link must name a file of the repository (GitHub resolves it there, and
-    `make lab` serves the whole repository; tests/test_lab.py asks the real server), and an
-    anchor into a markdown file must name one of its headings."""
+    """A relative link must name a file that git tracks (GitHub resolves it there, and
+    `make lab` serves the whole repository; tests/test_lab.py asks the real server), not one a
+    run leaves behind, and an anchor into a markdown file must name one of its headings."""
     root = Path(__file__).resolve().parents[1]
-    for cell in read(path).cells:
-        if cell.cell_type != "markdown":
-            continue
-        for target in re.findall(r"\]\(([^)\s]+)\)", cell.source):
+    tracked = tracked_files(root)
+    texts = (
+        [c.source for c in read(path).cells if c.cell_type == "markdown"]
+        if path.suffix == ".ipynb"
+        else [path.read_text()]
+    )
+    for text in texts:
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"[a-z]+:", target) or target.startswith("#"):
                 continue
             file, _, anchor = target.partition("#")
             resolved = (path.parent / file).resolve()
             assert resolved.is_relative_to(root) and resolved.exists(), target
+            if tracked is not None and resolved.is_file():
+                assert resolved in tracked, f"{target} is not tracked by git"
+            if tracked is not None and resolved.is_dir():
+                assert any(f.is_relative_to(resolved) for f in tracked), target
             if anchor and resolved.suffix == ".md":
                 slugs = {
                     re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
                     for heading in re.findall(r"^#+ (.*)$", resolved.read_text(), re.MULTILINE)
                 }
                 assert anchor in slugs, target
+
+
+@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: p.stem)
+def test_no_empty_stderr_band_is_stored(path):
+    """A progress bar on stderr that clears itself leaves an empty pink band in JupyterLab, and
+    in the saved file: no stored stderr output may be blank once carriage returns are applied."""
+    for i, cell in enumerate(read(path).cells):
+        for output in cell.get("outputs", []):
+            if output.get("name") == "stderr":
+                shown = [line.split("\r")[-1] for line in output.get("text", "").split("\n")]
+                assert any(line.strip() for line in shown), f"cell {i}: a blank stderr band"

@@ -130,5 +130,8 @@ def test_no_torch_with_the_weights_only_flaw_can_install_with_the_course():
         torch_ok, vision_ok = SpecifierSet(specs["pytorch"]), SpecifierSet(specs["torchvision"])
         assert "2.9.1" not in torch_ok and "2.10.0" in torch_ok and "2.14.1" in torch_ok
         assert "0.24.1" not in vision_ok and "0.25.0" in vision_ok
+    floor = re.search(r">=(\d+\.\d+)", pip_specs["pytorch"])[1]
+    lesson = (ROOT / "notebooks" / "02_save_and_load.ipynb").read_text()
+    assert f"the course requires PyTorch ≥ {floor}" in lesson  # where lesson 02 teaches it
     channels = lines[lines.index("channels:") + 1 : lines.index("dependencies:")]
     assert [c.split("#")[0].strip() for c in channels] == ["- conda-forge"]

@@ -118,7 +118,7 @@ def test_progress_bars_write_to_stdout_in_a_kernel_and_to_stderr_on_the_command_
 ):
     """In a Jupyter kernel a bar on stderr leaves an empty pink band once it clears itself, so
     there the package's bars write to stdout; on the command line stdout is for results."""
-    import re
+    import ast
     import sys
     import types
     from pathlib import Path
@@ -137,9 +137,13 @@ def test_progress_bars_write_to_stdout_in_a_kernel_and_to_stderr_on_the_command_
     assert "test" in kernel.out and kernel.err == ""
     # every bar of the package goes through that choice
     root = Path(__file__).resolve().parents[1] / "cifar_course"
-    calls = [
-        (path.name, call)
-        for path in root.rglob("*.py")
-        for call in re.findall(r"\btqdm\((.*?)\)\s*:", path.read_text(), re.DOTALL)
-    ]
-    assert len(calls) >= 2 and all("file=progress_stream()" in call for _, call in calls), calls
+    calls = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "tqdm":
+                files = [k.value for k in node.keywords if k.arg == "file"]
+                chosen = [
+                    f for f in files if getattr(f, "func", None) and f.func.id == "progress_stream"
+                ]
+                calls.append((path.name, node.lineno, bool(chosen)))
+    assert len(calls) >= 2 and all(chosen for _, _, chosen in calls), calls
