@@ -141,10 +141,51 @@ MISTAKES = [
         """,
         "the model ran in training mode",
     ),
+    # issue 31: a classify that ignores the image, or preprocesses it its own way
+    (
+        "05",
+        "q3",
+        """
+        def classify(model, image, preprocess):
+            model.eval()
+            with torch.no_grad():
+                logits = model(torch.zeros(1, 3, 32, 32))
+            return top_class(logits, CLASSES)
+        """,
+        "for the ship photo you return",
+    ),
+    (
+        "05",
+        "q3",
+        """
+        def classify(model, image, preprocess):
+            model.eval()
+            gray = transforms.Compose(
+                [transforms.Grayscale(3), transforms.Resize((32, 32)), transforms.ToTensor()]
+            )
+            with torch.no_grad():
+                logits = model(gray(image).unsqueeze(0))
+            return top_class(logits, CLASSES)
+        """,
+        "Does classify run the model on preprocess(image)",
+    ),
 ]
 
 # (lesson, a right answer written differently)
-ALTERNATIVES = []
+ALTERNATIVES = [
+    # issue 31: a classify that ignores the image, or preprocesses it its own way
+    (
+        "05",
+        """
+        def classify(model, image, preprocess):
+            model = model.eval()
+            with torch.inference_mode():
+                probabilities = model(preprocess(image)).softmax(dim=1)
+            best = probabilities.argmax(dim=1).item()
+            return CLASSES[best], float(probabilities[0, best])
+        """,
+    ),
+]
 
 
 @pytest.mark.parametrize(("lesson", "number", "answer", "expected"), MISTAKES)

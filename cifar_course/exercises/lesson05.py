@@ -12,8 +12,7 @@ from torch import nn
 
 from ..data import CLASSES
 from ..inference import TO_INPUT, example_photos
-from ..models import ModernNet
-from . import Exercise, NotYet, ____, run_learner, run_watched, shape_text, short
+from . import Exercise, NotYet, ____, as_number, run_learner, run_watched, shape_text, short
 
 __all__ = ["____", "q1", "q2", "q3", "CLASSES", "make_model"]
 
@@ -83,10 +82,7 @@ def _check_preprocess(preprocess: Any) -> str:
 
 def _probability(value: Any) -> float:
     """The probability the learner returned, as a float; else ``NotYet``."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise NotYet(f"the probability came back as {short(value)}; return a number.") from None
+    return as_number(value, "the probability", "a number")
 
 
 def _check_top_class(top_class: Any) -> str:
@@ -128,50 +124,60 @@ def _check_top_class(top_class: Any) -> str:
 
 
 def make_model() -> nn.Module:
-    """A small trained-looking network with BatchNorm, left in training mode."""
+    """A small network, left in training mode, whose answer depends on every pixel: BatchNorm
+    over the colours, then one linear layer over the 32x32 image. (A randomly initialised deep
+    network gives almost the same answer for any input, so it could not tell a ``classify``
+    that ignores the image from one that reads it.)"""
     torch.manual_seed(0)
-    model = ModernNet(widths=(8, 16, 16))
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_(0, 0.3)
-                module.running_var.uniform_(0.5, 2.0)
+        batch_norm = model[0]
+        batch_norm.running_mean.fill_(0.45)  # statistics unlike one photo's own
+        batch_norm.running_var.fill_(0.06)
     return model.train()
 
 
 def _check_classify(classify: Any, preprocess: Any = None) -> str:
     if preprocess is None:
         raise NotYet("pass your preprocess too: q3.check(classify, preprocess).")
-    photo = example_photos()["ship"]
-    with Image.open(photo) as image:
-        image = image.convert("RGBA")
-    run_learner("preprocess", preprocess, image.copy())  # a blank there is named as such
-    model = make_model()
-    got, seen = run_watched(model, "classify", classify, model, image, preprocess)
-    if not seen:
-        raise NotYet("classify never ran the model.")
-    if any(training for training, _ in seen):
-        raise NotYet(
-            "the model ran in training mode, so BatchNorm normalised the one image with its own "
-            "statistics: call model.eval() first, which switches every layer inside it too."
-        )
-    if any(grad for _, grad in seen):
-        raise NotYet("autograd recorded the forward pass: wrap it in `with torch.no_grad():`.")
-    reference = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        probabilities = reference(TO_INPUT(image.convert("RGB")).unsqueeze(0)).softmax(1)[0]
-    index = int(probabilities.argmax())
-    if not isinstance(got, tuple | list) or len(got) != 2:
-        raise NotYet(f"classify returned {short(got)}; return (class name, probability).")
-    name, probability = got
-    value = _probability(probability)
-    if name != CLASSES[index] or abs(value - float(probabilities[index])) > 1e-4:
-        raise NotYet(
-            f"you return ({short(name)}, {value:.4f}); this network in eval mode gives "
-            f"({CLASSES[index]!r}, {probabilities[index]:.4f}). Is preprocess right (q1)?"
-        )
+    try:
+        _check_preprocess(preprocess)
+    except NotYet as exc:
+        raise NotYet(f"first make preprocess right (exercise 1): {exc}") from None
+    photos = example_photos()
+    for name in ("ship", "bird", "cat", "deer"):  # RGB, RGB, RGBA, grayscale
+        with Image.open(photos[name]) as image:
+            image = image.copy()
+        model = make_model()
+        got, seen = run_watched(model, "classify", classify, model, image, preprocess)
+        if not seen:
+            raise NotYet("classify never ran the model.")
+        if any(training for training, _ in seen):
+            raise NotYet(
+                "the model ran in training mode, so BatchNorm normalised the one image with its "
+                "own statistics: call model.eval() first, which switches every layer inside it "
+                "too."
+            )
+        if any(grad for _, grad in seen):
+            raise NotYet("autograd recorded the forward pass: wrap it in `with torch.no_grad():`.")
+        reference = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            probabilities = reference(preprocess(image.copy())).softmax(1)[0]
+        index = int(probabilities.argmax())
+        if not isinstance(got, tuple | list) or len(got) != 2:
+            raise NotYet(f"classify returned {short(got)}; return (class name, probability).")
+        label, probability = got
+        value = as_number(probability, "classify", "the probability as a number")
+        if label != CLASSES[index] or abs(value - float(probabilities[index])) > 1e-4:
+            raise NotYet(
+                f"for the {name} photo you return ({short(label)}, {value:.4f}); this network "
+                f"in eval mode, given preprocess(image), gives ({CLASSES[index]!r}, "
+                f"{probabilities[index]:.4f}). Does classify run the model on preprocess(image), "
+                "and use top_class?"
+            )
     return (
-        "eval mode, no gradients, your preprocess and your top_class: one image in, one answer out."
+        "eval mode, no gradients, your preprocess and your top_class: the right answer for four "
+        "photos, one image in, one answer out."
     )
 
 
