@@ -130,6 +130,41 @@ MISTAKES = [
         """,
         "the order is right, but the block is the three layers only; drop MaxPool2d",
     ),
+    # issue 31: the wrong BatchNorm, round() for int(), one_hot without num_classes
+    (
+        "06",
+        "q1",
+        """
+        def conv_block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm1d(c_out),
+                nn.ReLU(),
+            )
+        """,
+        "a Conv2d's output, [N, C, H, W], needs BatchNorm2d",
+    ),
+    (
+        "06",
+        "q2",
+        """
+        def triangular_lr(step, total, peak, warmup=0.2):
+            rise = max(1, round(total * warmup))
+            if step < rise:
+                return peak * step / rise
+            return peak * max(0.0, (total - step) / max(1, total - rise))
+        """,
+        "Here total x warmup = 3.7",
+    ),
+    (
+        "06",
+        "q3",
+        """
+        def smooth_targets(labels, num_classes, smoothing):
+            return nn.functional.one_hot(labels).float() * (1 - smoothing) + smoothing / num_classes
+        """,
+        "pass num_classes",
+    ),
 ]
 
 # (lesson, a right answer written differently)
@@ -141,6 +176,18 @@ ALTERNATIVES = [
             return nn.Sequential(
                 nn.Conv2d(c_in, c_out, 3, padding="same", bias=False),
                 nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            )
+        """,
+    ),
+    # issue 31: the wrong BatchNorm, round() for int(), one_hot without num_classes
+    (
+        "06",
+        """
+        def conv_block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding="same", bias=False),
+                nn.LazyBatchNorm2d(),
                 nn.ReLU(inplace=True),
             )
         """,

@@ -14,13 +14,28 @@ from . import Exercise, NotYet, ____, as_number, run_learner, shape_text
 __all__ = ["____", "q1", "q2", "q3"]
 
 
+def _kind(layer: nn.Module) -> str:
+    """The layer's class name, a lazy layer under the name of what it becomes."""
+    name = type(layer).__name__
+    return name.removeprefix("Lazy") if name in ("LazyBatchNorm2d", "LazyConv2d") else name
+
+
 def _check_conv_block(conv_block: Any) -> str:
-    for c_in, c_out in ((3, 16), (16, 32)):
+    if isinstance(conv_block, nn.Module):
+        raise NotYet("pass the function itself, q1.check(conv_block), not a block it returned.")
+    for c_in, c_out in ((3, 16), (16, 32), (5, 7)):
         block = run_learner("conv_block", conv_block, c_in, c_out)
         if not isinstance(block, nn.Module):
             raise NotYet(f"conv_block returned {type(block).__name__}; return an nn.Sequential.")
         layers = list(block) if isinstance(block, nn.Sequential) else [block]
-        kinds = [type(layer).__name__ for layer in layers]
+        kinds = [_kind(layer) for layer in layers]
+        shapes = {"BatchNorm1d": "[N, C] or [N, C, L]", "BatchNorm3d": "[N, C, D, H, W]"}
+        other = [k for k in kinds if k in shapes]
+        if other:
+            raise NotYet(
+                f"{other[0]} normalises inputs shaped {shapes[other[0]]}; a Conv2d's output, "
+                "[N, C, H, W], needs BatchNorm2d."
+            )
         if kinds[:3] == ["Conv2d", "BatchNorm2d", "ReLU"] and len(kinds) > 3:
             raise NotYet(
                 f"your block is {' -> '.join(kinds)}: the order is right, but the block is the "
@@ -33,11 +48,20 @@ def _check_conv_block(conv_block: Any) -> str:
                 "lesson 06's step-2 block)."
             )
         conv, norm, _ = layers
+        x = torch.randn(4, c_in, 8, 8)
+        if isinstance(conv, nn.LazyConv2d):  # its in_channels come with the first input
+            run_learner("your block", block.train(), x)
         if (conv.in_channels, conv.out_channels) != (c_in, c_out):
             raise NotYet(
                 f"conv_block({c_in}, {c_out}) made Conv2d({conv.in_channels}, "
                 f"{conv.out_channels}, ...)."
             )
+        if not isinstance(norm, nn.LazyBatchNorm2d) and norm.num_features != c_out:
+            raise NotYet(
+                f"BatchNorm2d({norm.num_features}) follows a convolution with {c_out} output "
+                "channels."
+            )
+        out = run_learner("your block", block.train(), x)  # a lazy BatchNorm2d learns its size
         if (
             conv.kernel_size != (3, 3)
             or conv.padding not in ((1, 1), "same")
@@ -58,8 +82,6 @@ def _check_conv_block(conv_block: Any) -> str:
                 "the convolution has a bias, which BatchNorm's subtraction of the mean cancels at "
                 "once: pass bias=False."
             )
-        x = torch.randn(4, c_in, 8, 8)
-        out = run_learner("your block", block.train(), x)
         if out.shape != (4, c_out, 8, 8):
             raise NotYet(
                 f"for [4, {c_in}, 8, 8] your block outputs {shape_text(out.shape)}; expected "
@@ -74,8 +96,16 @@ def _check_conv_block(conv_block: Any) -> str:
 
 
 def _check_triangular_lr(triangular_lr: Any) -> str:
-    # the last two: a warm-up of 2.5 steps (it lasts int() of that) and of 0.6 (at least one)
-    cases = [(100, 0.4, 0.2), (1176, 0.2, 0.25), (10, 1.0, 0.5), (10, 1.0, 0.25), (3, 1.0, 0.2)]
+    # then a warm-up of 2.5 steps and of 3.7 (it lasts int() of that: round() would give 4) and
+    # of 0.6 (at least one)
+    cases = [
+        (100, 0.4, 0.2),
+        (1176, 0.2, 0.25),
+        (10, 1.0, 0.5),
+        (10, 1.0, 0.25),
+        (37, 1.0, 0.1),
+        (3, 1.0, 0.2),
+    ]
     for total, peak, warmup in cases:
         rise = int(total * warmup)
         steps = range(total + 1) if total <= 10 else (0, 1, rise // 2, rise, total // 2, total)
@@ -101,47 +131,60 @@ def _check_triangular_lr(triangular_lr: Any) -> str:
 
 
 def _check_smooth_targets(smooth_targets: Any) -> str:
-    labels = torch.tensor([3, 0, 9])
-    for smoothing in (0.2, 0.1):
-        got = run_learner("smooth_targets", smooth_targets, labels, 10, smoothing)
-        if not isinstance(got, torch.Tensor):
-            raise NotYet(f"smooth_targets returned {type(got).__name__}; return a tensor.")
-        if got.shape != (3, 10):
-            raise NotYet(
-                f"for 3 labels and 10 classes your targets have shape {shape_text(got.shape)}; "
-                "expected [3, 10]."
-            )
-        true = got[0, 3].item()
-        other = got[0, 0].item()
-        expected_true, expected_other = 1 - smoothing + smoothing / 10, smoothing / 10
-        if abs(true - expected_true) > 1e-6 or abs(other - expected_other) > 1e-6:
-            sums = got.float().sum(1)
-            if not torch.allclose(sums, torch.ones(3), atol=1e-5):
-                reason = (
-                    f"a target row must sum to 1, like a probability; yours sums to {sums[0]:.4g}."
-                )
-            elif abs(true - (1 - smoothing)) < 1e-6:
-                reason = (
-                    f"PyTorch spreads the {smoothing} over all 10 classes, the true one included, "
-                    "not over the 9 others."
-                )
-            else:
-                reason = "they do not match PyTorch's label_smoothing."
-            raise NotYet(
-                f"with smoothing {smoothing} your true class gets {true:.4g} and the others "
-                f"{other:.4g}: {reason}"
-            )
-        logits = torch.randn(3, 10)
-        theirs = -(got.float() * logits.log_softmax(1)).sum(1).mean()
-        pytorch = nn.CrossEntropyLoss(label_smoothing=smoothing)(logits, labels)
-        if not torch.allclose(theirs, pytorch, atol=1e-5):
-            raise NotYet(
-                "your targets are right for the first image but not for all: check every row."
-            )
+    # labels with the last class, labels without it (one_hot(labels) alone would then make too
+    # few columns), and another number of classes
+    cases = [([3, 0, 9], 10), ([2, 5, 1], 10), ([1, 0, 3, 3], 4)]
+    for values, classes in cases:
+        labels = torch.tensor(values)
+        for smoothing in (0.2, 0.1):
+            _check_smooth_case(smooth_targets, labels, classes, smoothing)
     return (
         "cross-entropy against your targets equals nn.CrossEntropyLoss(label_smoothing=...), for "
-        "0.2 and 0.1."
+        "0.2 and 0.1, 10 classes and 4, whichever labels the batch holds."
     )
+
+
+def _check_smooth_case(
+    smooth_targets: Any, labels: torch.Tensor, classes: int, smoothing: float
+) -> None:
+    n = len(labels)
+    got = run_learner("smooth_targets", smooth_targets, labels, classes, smoothing)
+    if not isinstance(got, torch.Tensor):
+        raise NotYet(f"smooth_targets returned {type(got).__name__}; return a tensor.")
+    if got.shape != (n, classes):
+        hint = ""
+        if got.dim() == 2 and got.shape[1] == int(labels.max()) + 1:
+            hint = (
+                " one_hot(labels) alone makes one column per class up to the largest label in "
+                "the batch: pass num_classes."
+            )
+        raise NotYet(
+            f"for labels {labels.tolist()} and {classes} classes your targets have shape "
+            f"{shape_text(got.shape)}; expected [{n}, {classes}].{hint}"
+        )
+    first, other_class = int(labels[0]), (int(labels[0]) + 1) % classes
+    true, other = got[0, first].item(), got[0, other_class].item()
+    expected_true, expected_other = 1 - smoothing + smoothing / classes, smoothing / classes
+    if abs(true - expected_true) > 1e-6 or abs(other - expected_other) > 1e-6:
+        sums = got.float().sum(1)
+        if not torch.allclose(sums, torch.ones(n), atol=1e-5):
+            reason = f"a target row must sum to 1, like a probability; yours sums to {sums[0]:.4g}."
+        elif abs(true - (1 - smoothing)) < 1e-6:
+            reason = (
+                f"PyTorch spreads the {smoothing} over all {classes} classes, the true one "
+                f"included, not over the {classes - 1} others."
+            )
+        else:
+            reason = "they do not match PyTorch's label_smoothing."
+        raise NotYet(
+            f"with smoothing {smoothing} and {classes} classes your true class gets {true:.4g} "
+            f"and the others {other:.4g}: {reason}"
+        )
+    logits = torch.randn(n, classes)
+    theirs = -(got.float() * logits.log_softmax(1)).sum(1).mean()
+    pytorch = nn.CrossEntropyLoss(label_smoothing=smoothing)(logits, labels)
+    if not torch.allclose(theirs, pytorch, atol=1e-5):
+        raise NotYet("your targets are right for the first image but not for all: check every row.")
 
 
 q1 = Exercise(
