@@ -198,6 +198,53 @@ MISTAKES = [
         """,
         "ema_update still uses the blank ____",
     ),
+    # issue 31: complex or diagonal filters, a fixed decay, the counter averaged
+    (
+        "08",
+        "q1",
+        """
+        def whitening_filters(patches, eps):
+            centred = patches - patches.mean(0)
+            covariance = centred.T @ centred / (len(patches) - 1)
+            eigenvalues, eigenvectors = torch.linalg.eig(covariance)
+            return eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]
+        """,
+        "your filters are complex numbers",
+    ),
+    (
+        "08",
+        "q1",
+        """
+        def whitening_filters(patches, eps):
+            return torch.diag(1 / patches.std(0))
+        """,
+        "your filters are a diagonal matrix",
+    ),
+    (
+        "08",
+        "q3",
+        """
+        @torch.no_grad()
+        def ema_update(average, current, decay):
+            for name, tensor in average.items():
+                if tensor.is_floating_point():
+                    tensor.mul_(0.9).add_(current[name], alpha=0.1)
+                else:
+                    tensor.copy_(current[name])
+        """,
+        "use the decay you are given",
+    ),
+    (
+        "08",
+        "q3",
+        """
+        @torch.no_grad()
+        def ema_update(average, current, decay):
+            for name, tensor in average.items():
+                tensor.mul_(decay).add_(current[name], alpha=1 - decay)
+        """,
+        "num_batches_tracked, a counter of integers",
+    ),
 ]
 
 # (lesson, a right answer written differently)

@@ -30,9 +30,45 @@ def photo_patches() -> torch.Tensor:
     return torch.cat(rows).double()
 
 
+def _why_correlated(filters: torch.Tensor, patches: torch.Tensor) -> str:
+    """Why the outputs of ``filters`` are still correlated, as advice."""
+    if (filters - torch.diag(torch.diag(filters))).abs().max() < 1e-9:
+        return (
+            "your filters are a diagonal matrix: each output scales one of the 12 numbers on its "
+            "own, so the outputs stay as correlated as neighbouring pixels are. Whitening mixes "
+            "them: its filters are the eigenvectors of the covariance (torch.linalg.eigh), each "
+            "divided by the square root of its eigenvalue."
+        )
+    centred = patches - patches.mean(0)
+    vectors = torch.linalg.eigh(centred.T @ centred / (len(patches) - 1)).eigenvectors
+
+    def parallel(a: torch.Tensor, b: torch.Tensor) -> bool:  # row by row, up to scale and sign
+        cosine = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-30)
+        return bool((cosine.abs() > 0.999).all())
+
+    transposed = torch.cov((patches @ filters).T)
+    variances = torch.diag(transposed)
+    uncorrelated = (transposed - torch.diag(variances)).abs().max() / variances.abs().max() < 1e-4
+    if uncorrelated or parallel(filters, vectors) or parallel(filters.T, vectors.T):
+        return (
+            "the outputs of your filters are still correlated with each other. The eigenvectors "
+            "are the columns of what torch.linalg.eigh returns; a filter is one of them, so "
+            "transpose."
+        )
+    return (
+        "the outputs of your filters are still correlated with each other: the filters should be "
+        "the eigenvectors of the covariance of the centred patches (torch.linalg.eigh), as rows."
+    )
+
+
 def _output_covariance(filters: Any, patches: torch.Tensor) -> torch.Tensor:
     if not isinstance(filters, torch.Tensor):
         raise NotYet(f"return the filters as a tensor; you returned {short(filters)}.")
+    if filters.is_complex():
+        raise NotYet(
+            "your filters are complex numbers (torch.linalg.eig gives those): a covariance is "
+            "symmetric, and torch.linalg.eigh gives its real eigenvalues and eigenvectors."
+        )
     if filters.shape != (12, 12):
         raise NotYet(
             f"your filters have shape {shape_text(filters.shape)}; expected [12, 12]: one row of "
@@ -59,11 +95,7 @@ def _check_whitening(whitening_filters: Any) -> str:
             )
         off = (c - torch.diag(variances)).abs().max() / variances.abs().max()
         if off > 1e-4:
-            raise NotYet(
-                "the outputs of your filters are still correlated with each other. The "
-                "eigenvectors are the columns of what torch.linalg.eigh returns; a filter is one "
-                "of them, so transpose."
-            )
+            raise NotYet(_why_correlated(got.double(), patches))
         if torch.allclose(variances.sort().values, eigenvalues, rtol=1e-3):
             raise NotYet(
                 "your outputs are uncorrelated, but their variances are the eigenvalues: divide "
@@ -139,6 +171,15 @@ def _check_alternating(flips_for_epoch: Any) -> str:
 
 
 def _check_ema(ema_update: Any) -> str:
+    for decay in (0.9, 0.75):  # two decays: one fixed in the code is seen
+        _check_ema_once(ema_update, decay)
+    return (
+        "every weight and BatchNorm statistic moved 1 - decay of the way towards the model, for "
+        "decay 0.9 and 0.75, the counter copied."
+    )
+
+
+def _check_ema_once(ema_update: Any, decay: float) -> None:
     torch.manual_seed(0)
     model, average = SpeedNetSmall(), SpeedNetSmall()
     with torch.no_grad():
@@ -151,7 +192,16 @@ def _check_ema(ema_update: Any) -> str:
                 module.num_batches_tracked.fill_(7)
     current = {k: v.clone() for k, v in model.state_dict().items()}
     before = {k: v.clone() for k, v in average.state_dict().items()}
-    run_learner("ema_update", ema_update, average.state_dict(), model.state_dict(), 0.9)
+    try:
+        run_learner("ema_update", ema_update, average.state_dict(), model.state_dict(), decay)
+    except NotYet as exc:
+        if "can't be cast" in str(exc.__cause__ or ""):
+            raise NotYet(
+                "ema_update tried to average num_batches_tracked, a counter of integers: an "
+                "integer tensor cannot hold decay * average + (1 - decay) * current. Copy the "
+                "tensors that are not floating point (tensor.is_floating_point() is False)."
+            ) from None
+        raise
     after = average.state_dict()
     if all(torch.equal(after[k], before[k]) for k in before):
         raise NotYet(
@@ -161,21 +211,26 @@ def _check_ema(ema_update: Any) -> str:
     if any(not torch.equal(v, current[k]) for k, v in model.state_dict().items()):
         raise NotYet("your function changed the trained model: only the average should move.")
     name = "layers.1.0.weight"
-    if torch.allclose(after[name], 0.1 * before[name] + 0.9 * current[name], atol=1e-6):
+    swapped = (1 - decay) * before[name] + decay * current[name]
+    if torch.allclose(after[name], swapped, atol=1e-6):
         raise NotYet(
-            "with decay 0.9 your average moved 90% of the way to the current weights: decay is "
-            "the share the average keeps, average = decay * average + (1 - decay) * current."
+            f"with decay {decay} your average moved {decay:.0%} of the way to the current "
+            "weights: decay is the share the average keeps, average = decay * average + "
+            "(1 - decay) * current."
         )
     for key, value in after.items():
         if value.is_floating_point():
-            if not torch.allclose(value, 0.9 * before[key] + 0.1 * current[key], atol=1e-6):
-                raise NotYet(f"{key} is not 0.9 * average + 0.1 * current after your update.")
+            expected = decay * before[key] + (1 - decay) * current[key]
+            if not torch.allclose(value, expected, atol=1e-6):
+                raise NotYet(
+                    f"with decay {decay}, {key} is not {decay} * average + {1 - decay:.2g} * "
+                    "current after your update: use the decay you are given."
+                )
         elif not torch.equal(value, current[key]):
             raise NotYet(
                 f"{key} is a counter (integers), not a weight: copy it from the current model "
                 "instead of averaging."
             )
-    return "every weight and BatchNorm statistic moved 10% towards the model, the counter copied."
 
 
 q1 = Exercise(
