@@ -169,6 +169,17 @@ MISTAKES = [
         """,
         "Does classify run the model on preprocess(image)",
     ),
+    (
+        "05",
+        "q2",
+        """
+        def top_class(logits, class_names):
+            probabilities = logits.softmax(dim=1)[0]
+            index = int(probabilities.argmax())
+            return CLASSES[index], probabilities[index].item()
+        """,
+        "take the name from class_names, the argument",
+    ),
 ]
 
 # (lesson, a right answer written differently)

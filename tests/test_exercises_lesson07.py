@@ -101,6 +101,19 @@ MISTAKES = [
         """,
         "repeat indices from the start rather than drop any",
     ),
+    # issue 31: indices that are not whole numbers
+    (
+        "07",
+        "q2",
+        """
+        def shares(n, world_size, epoch, seed):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+            total = -(-n // world_size) * world_size
+            order = torch.cat([order, order[: total - n]]).float() + 0.5
+            return [order[rank::world_size].tolist() for rank in range(world_size)]
+        """,
+        "each share should be a list of indices (ints); one holds",
+    ),
 ]
 
 # (lesson, a right answer written differently)

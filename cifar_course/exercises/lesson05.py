@@ -87,22 +87,28 @@ def _probability(value: Any) -> float:
 
 def _check_top_class(top_class: Any) -> str:
     generator = torch.Generator().manual_seed(7)
-    for _ in range(3):
+    other_names = [f"class {i}" for i in range(10)]  # the names come from the argument
+    for names in (list(CLASSES), list(CLASSES), list(CLASSES), other_names):
         logits = torch.randn(1, 10, generator=generator) * 2
         probabilities = logits.softmax(dim=1)[0]
         index = int(probabilities.argmax())
-        got = run_learner("top_class", top_class, logits, list(CLASSES))
+        got = run_learner("top_class", top_class, logits, list(names))
         if not isinstance(got, tuple | list) or len(got) != 2:
             raise NotYet(f"top_class returned {short(got)}; return (class name, probability).")
         name, probability = got
-        if name != CLASSES[index]:
+        if names is other_names and name in CLASSES:
+            raise NotYet(
+                f"given the class names {other_names[0]!r} ... {other_names[-1]!r} you answer "
+                f"{name!r}: take the name from class_names, the argument, not from CLASSES."
+            )
+        if name != names[index]:
             hint = (
                 " (index 0 every time: argmax over dim 0 of a [1, 10] tensor)"
-                if name == CLASSES[0]
+                if name == names[0]
                 else ""
             )
             raise NotYet(
-                f"you chose {name!r}{hint}; the largest logit is {CLASSES[index]!r}, index {index}."
+                f"you chose {name!r}{hint}; the largest logit is {names[index]!r}, index {index}."
             )
         value = _probability(probability)
         if abs(value - float(logits[0, index])) < 1e-5:
@@ -120,7 +126,10 @@ def _check_top_class(top_class: Any) -> str:
                 f"you give {name!r} a probability of {value:.4f}; softmax gives "
                 f"{probabilities[index]:.4f}."
             )
-    return "the right class name with its softmax probability, on three sets of logits."
+    return (
+        "the right class name with its softmax probability, on four sets of logits and two "
+        "lists of names."
+    )
 
 
 def make_model() -> nn.Module:

@@ -7,6 +7,7 @@ hold, and compare what it does with what PyTorch's distributed engine does.
 
 from __future__ import annotations
 
+import numbers
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,21 @@ def _check_average_gradients(average_gradients: Any) -> str:
     )
 
 
+def _index(value: Any) -> int:
+    """One index of a share, if it is a whole number (an int, a NumPy integer or an integer
+    tensor of one element); else ``NotYet``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise NotYet(f"each share should be a list of indices (ints); one holds {short(value)}.")
+    return int(value)
+
+
 def _as_lists(got: Any) -> list[list[int]]:
     """A learner's shares as lists of ints (they may be lists, tuples or tensors)."""
     try:
-        return [[int(i) for i in share] for share in got]
-    except (TypeError, ValueError):
+        return [[_index(i) for i in share] for share in got]
+    except TypeError:
         raise NotYet("each share should be a list of indices (ints).") from None
 
 
