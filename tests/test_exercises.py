@@ -244,3 +244,20 @@ def test_a_check_gives_the_session_back_as_it_found_it():
     feedback = q1.evaluate(accuracy)
     assert not feedback.correct and "changed the default dtype" in feedback.message
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_exit_and_a_changed_default_device_get_not_yet_and_leave_the_session_alone():
+    import sys
+
+    from cifar_course.exercises.lesson03 import q1
+
+    feedback = q1.evaluate(lambda logits, labels: sys.exit())
+    assert not feedback.correct and "called exit()" in feedback.message
+
+    def accuracy(logits, labels):
+        torch.set_default_device("meta")
+        return (logits.argmax(1) == labels).float().mean().item()
+
+    feedback = q1.evaluate(accuracy)
+    assert not feedback.correct and "default device" in feedback.message
+    assert torch.get_default_device() == torch.device("cpu")

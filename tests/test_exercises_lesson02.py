@@ -162,6 +162,15 @@ MISTAKES = [
         """,
         "is on the meta device: it has a shape but no values",
     ),
+    (
+        "02",
+        "q3",
+        """
+        def to_course_keys(lecture_state):
+            return LessonNet().state_dict()
+        """,
+        "the names are right, but the tensor under",
+    ),
 ]
 
 # (lesson, a right answer written differently)

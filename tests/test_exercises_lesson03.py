@@ -192,6 +192,20 @@ MISTAKES = [
         """,
         "evaluate turned gradients off for the rest of the session",
     ),
+    (
+        "03",
+        "q3",
+        """
+        def evaluate(model, loader):
+            model.eval()
+            correct = 0
+            with torch.no_grad():
+                for images, labels in loader:
+                    correct += (model(images).argmax(dim=1) == labels).sum().item()
+            return correct
+        """,
+        "the number of right answers",
+    ),
 ]
 
 # (lesson, a right answer written differently)

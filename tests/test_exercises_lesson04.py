@@ -196,6 +196,55 @@ MISTAKES = [
         """,
         "the clock started before the warm-up",
     ),
+    # issue 31, second attack
+    (
+        "04",
+        "q1",
+        """
+        def to_device(model, images, labels, device):
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            return model.to(device), images.to(device), labels.to(device)
+        """,
+        "move to the device you are given, the argument device",
+    ),
+    (
+        "04",
+        "q1",
+        """
+        def to_device(model, images, labels, device):
+            return model.to(device), images.to(device, torch.float16), labels.to(device)
+        """,
+        "images became torch.float16",
+    ),
+    (
+        "04",
+        "q2",
+        """
+        def time_op(run, sync, warmup=3, repeats=10):
+            for _ in range(warmup):
+                run()
+            sync()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run()
+            sync()
+            return (time.perf_counter() - start) / (repeats - 1)
+        """,
+        "divided by 3; divide by repeats",
+    ),
+    (
+        "04",
+        "q3",
+        """
+        def choose_device():
+            if torch.cuda.is_available():
+                return "cuda"
+            if torch.backends.mps.is_built():
+                return "mps"
+            return "cpu"
+        """,
+        "with a PyTorch built for Apple GPUs you chose 'mps'",
+    ),
 ]
 
 # (lesson, a right answer written differently)

@@ -165,6 +165,19 @@ MISTAKES = [
         """,
         "pass num_classes",
     ),
+    (
+        "06",
+        "q1",
+        """
+        def conv_block(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding="same", dilation=2, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            )
+        """,
+        "the convolution has dilation 2",
+    ),
 ]
 
 # (lesson, a right answer written differently)

@@ -114,6 +114,18 @@ MISTAKES = [
         """,
         "each share should be a list of indices (ints); one holds",
     ),
+    (
+        "07",
+        "q2",
+        """
+        def shares(n, world_size, epoch, seed):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+            total = -(-n // world_size) * world_size
+            order = torch.cat([order, torch.full((total - n,), -1)])
+            return [order[rank::world_size].tolist() for rank in range(world_size)]
+        """,
+        "outside 0..9: pad by repeating indices",
+    ),
 ]
 
 # (lesson, a right answer written differently)
@@ -144,6 +156,16 @@ ALTERNATIVES = [
             total = -(-n // world_size) * world_size
             order = torch.cat([order, order[: total - n]])
             return [order[rank::world_size] for rank in range(world_size)]  # tensors, not lists
+        """,
+    ),
+    (
+        "07",
+        """
+        def shares(n, world_size, epoch, seed):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+            total = -(-n // world_size) * world_size
+            order = torch.cat([order, order[: total - n]])
+            return order.view(-1, world_size).T  # one row per process
         """,
     ),
 ]

@@ -245,6 +245,28 @@ MISTAKES = [
         """,
         "num_batches_tracked, a counter of integers",
     ),
+    (
+        "08",
+        "q1",
+        """
+        def whitening_filters(patches, eps):
+            centred = patches - patches.mean(0)
+            eigenvalues, eigenvectors = torch.linalg.eigh(centred @ centred.T / (len(patches) - 1))
+            return eigenvectors.T / torch.sqrt(eigenvalues.clamp_min(0) + eps)[:, None]
+        """,
+        "one row per patch",
+    ),
+    (
+        "08",
+        "q1",
+        """
+        def whitening_filters(patches, eps):
+            centred = patches - patches.mean(1, keepdim=True)
+            eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / (len(patches) - 1))
+            return eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]
+        """,
+        "subtract the mean patch, patches.mean(0)",
+    ),
 ]
 
 # (lesson, a right answer written differently)

@@ -140,6 +140,7 @@ def _settings() -> dict[str, Any]:
     return {
         "grad": torch.is_grad_enabled(),
         "dtype": torch.get_default_dtype(),
+        "device": torch.get_default_device(),
         "threads": torch.get_num_threads(),
     }
 
@@ -147,6 +148,7 @@ def _settings() -> dict[str, Any]:
 def _restore_settings(settings: dict[str, Any]) -> None:
     torch.set_grad_enabled(settings["grad"])
     torch.set_default_dtype(settings["dtype"])
+    torch.set_default_device(settings["device"])
     torch.set_num_threads(settings["threads"])
 
 
@@ -162,6 +164,11 @@ def _what_changed(before: dict[str, Any], after: dict[str, Any], what: str) -> s
         return (
             f"{what} changed the default dtype to {after['dtype']} for the whole session; "
             "convert tensors with .to(dtype) instead."
+        )
+    if before["device"] != after["device"]:
+        return (
+            f"{what} made {after['device']} the default device for the whole session "
+            "(torch.set_default_device); move tensors and models with .to(device) instead."
         )
     if before["threads"] != after["threads"]:
         return (
@@ -205,6 +212,8 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
         raise NotYet(
             f"{what} did not finish in {TIME_LIMIT_S} s; look for a loop that never ends."
         ) from None
+    except SystemExit:
+        raise NotYet(f"{what} called exit(): return the answer instead.") from None
     except Exception as exc:
         if "_Blank" in str(exc) or "____" in str(exc):
             raise NotYet(f"{what} still uses the blank ____: replace it with your code.") from exc
@@ -310,6 +319,8 @@ class Exercise:
                 f"the check did not finish in {CHECK_LIMIT_S} s: look for "
                 "a loop in your code that never ends.",
             )
+        except SystemExit:
+            return Feedback(False, "your code called exit(): return the answer instead.")
         except Exception as exc:  # an answer of a shape the check did not foresee
             return Feedback(False, f"your answer could not be checked: {describe_error(exc)}")
         finally:

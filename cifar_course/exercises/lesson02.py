@@ -301,6 +301,19 @@ def _check_to_course_keys(to_course_keys: Any) -> str:
         lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
         sizes = [line for line in lines if "size mismatch" in line]
         raise NotYet((sizes or lines or [describe_error(exc)])[0]) from None
+    kept = {id(t) for t in lecture_state.values()}
+    lecture_values = list(lecture_state.values())
+    wrong_values = [
+        k
+        for k, v in renamed.items()
+        if id(v) not in kept
+        and not any(v.shape == t.shape and torch.equal(v, t) for t in lecture_values)
+    ]
+    if wrong_values:
+        raise NotYet(
+            f"the names are right, but the tensor under {wrong_values[0]!r} is none of the "
+            "lecture's: keep each tensor as it is and change only its name."
+        )
     x = torch.rand(4, 3, 32, 32)
     if not torch.equal(net.eval()(x), lecture(x)):
         raise NotYet(

@@ -214,6 +214,16 @@ def _check_evaluate(evaluate: Any) -> str:
             f"you return {value:.4f}: you divided by 3 batches x 8 = 24 images, but the last "
             "batch holds only 3; count len(labels) of each batch."
         )
+    if abs(value - expected * 19) < 1e-6:
+        raise NotYet(
+            f"you return {value:g}, the number of right answers: divide it by the number of "
+            "images, 19, for the accuracy."
+        )
+    if abs(value - expected * 100) < 1e-4:
+        raise NotYet(
+            f"you return {value:.4g}, a percentage: return the fraction between 0 and 1, "
+            f"{expected:.4f}."
+        )
     raise NotYet(f"you return {value:.4f}; that is not the accuracy over the 19 images.")
 
 

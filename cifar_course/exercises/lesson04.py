@@ -88,6 +88,15 @@ def _check_to_device(to_device: Any) -> str:
                 continue
             raise
         model, images, labels = _returned(result)
+        stayed = [
+            isinstance(t, torch.Tensor) and t.device.type == "cpu"
+            for t in (images, labels, *model.parameters())
+        ]
+        if target == "meta" and all(stayed):
+            raise NotYet(
+                "asked for the device 'meta', everything stayed on the CPU: move to the device "
+                "you are given, the argument device, not one your function picks."
+            )
         for name, value in (("images", images), ("labels", labels)):
             if not isinstance(value, torch.Tensor):
                 raise NotYet(f"{name} came back as {type(value).__name__}, not a tensor.")
@@ -101,6 +110,17 @@ def _check_to_device(to_device: Any) -> str:
             raise NotYet(
                 f"labels became {labels.dtype}; move them with .to(device) alone, keeping "
                 "torch.long."
+            )
+        if images.dtype != torch.float32:
+            raise NotYet(
+                f"images became {images.dtype}; move them with .to(device) alone: the model's "
+                "weights are float32, and so must its input be."
+            )
+        other = [p.dtype for p in model.parameters() if p.dtype != torch.float32]
+        if other:
+            raise NotYet(
+                f"the model's weights became {other[0]}; move it with .to(device) alone, keeping "
+                "float32 like its input."
             )
         stray = [n for n, p in model.named_parameters() if p.device.type != target]
         if stray:
@@ -193,6 +213,14 @@ def _time_op_once(time_op: Any, warmup: int, repeats: int) -> tuple[float, float
             f"({everything:.1f} ms) over {repeats}: the clock started before the warm-up. "
             "Start it after the warm-up and its sync()."
         )
+    # with few timed calls, dividing by one call too few is far off (5.3 ms for 4 with 4 calls);
+    # with many, too close to tell from a busy machine's own delays
+    one_less = work_ms * repeats / (repeats - 1) if repeats > 1 else float("inf")
+    if repeats <= 4 and abs(ms - one_less) < abs(ms - work_ms):
+        raise NotYet(
+            f"with {counts} you return {ms:.2f} ms per call for {work_ms:.0f} ms of work: that is "
+            f"the time of {repeats} calls divided by {repeats - 1}; divide by repeats."
+        )
     if not 0.95 * work_ms <= ms <= 1.75 * work_ms:
         raise NotYet(
             f"with {counts} you measured {ms:.2f} ms per call; each call's work takes "
@@ -208,10 +236,12 @@ _MACHINES = [
     ("two NVIDIA GPUs", 2, False, "cuda"),
     ("an Apple GPU", 0, True, "mps"),
     ("no GPU at all", 0, False, "cpu"),
+    # a PyTorch built with MPS (torch.backends.mps.is_built()) on a Mac without a usable GPU
+    ("no usable GPU, with a PyTorch built for Apple GPUs", 0, False, "cpu"),
 ]
 
 
-def _fake_machine(stack: contextlib.ExitStack, gpus: int, mps: bool) -> None:
+def _fake_machine(stack: contextlib.ExitStack, gpus: int, mps: bool, built: bool = False) -> None:
     """Patch every PyTorch call that tells which accelerator a machine has, so that each gives
     the same answer: CUDA's, MPS's (both its modules) and torch.accelerator's."""
     kind = "cuda" if gpus else "mps" if mps else None
@@ -220,7 +250,7 @@ def _fake_machine(stack: contextlib.ExitStack, gpus: int, mps: bool) -> None:
         (torch.cuda, "device_count", gpus),
         (torch.cuda, "is_initialized", False),
         (torch.backends.mps, "is_available", mps),
-        (torch.backends.mps, "is_built", mps),
+        (torch.backends.mps, "is_built", mps or built),
         (getattr(torch, "mps", None), "is_available", mps),
         (getattr(torch, "mps", None), "device_count", int(mps)),
         (getattr(torch, "accelerator", None), "is_available", kind is not None),
@@ -239,7 +269,7 @@ def _fake_machine(stack: contextlib.ExitStack, gpus: int, mps: bool) -> None:
 def _check_choose_device(choose_device: Any) -> str:
     for machine, gpus, mps, expected in _MACHINES:
         with contextlib.ExitStack() as stack:
-            _fake_machine(stack, gpus, mps)
+            _fake_machine(stack, gpus, mps, built="built for Apple" in machine)
             got = run_learner("choose_device", choose_device)
         try:
             kind = torch.device(got).type

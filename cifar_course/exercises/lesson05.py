@@ -92,7 +92,7 @@ def _check_top_class(top_class: Any) -> str:
         logits = torch.randn(1, 10, generator=generator) * 2
         probabilities = logits.softmax(dim=1)[0]
         index = int(probabilities.argmax())
-        got = run_learner("top_class", top_class, logits, list(names))
+        got = run_learner("top_class", top_class, logits.clone(), list(names))
         if not isinstance(got, tuple | list) or len(got) != 2:
             raise NotYet(f"top_class returned {short(got)}; return (class name, probability).")
         name, probability = got

@@ -62,6 +62,11 @@ def _check_conv_block(conv_block: Any) -> str:
                 "channels."
             )
         out = run_learner("your block", block.train(), x)  # a lazy BatchNorm2d learns its size
+        if conv.dilation != (1, 1) or conv.groups != 1:
+            raise NotYet(
+                f"the convolution has dilation {conv.dilation[0]} and groups {conv.groups}; the "
+                "block's is a plain Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)."
+            )
         if (
             conv.kernel_size != (3, 3)
             or conv.padding not in ((1, 1), "same")
@@ -148,7 +153,7 @@ def _check_smooth_case(
     smooth_targets: Any, labels: torch.Tensor, classes: int, smoothing: float
 ) -> None:
     n = len(labels)
-    got = run_learner("smooth_targets", smooth_targets, labels, classes, smoothing)
+    got = run_learner("smooth_targets", smooth_targets, labels.clone(), classes, smoothing)
     if not isinstance(got, torch.Tensor):
         raise NotYet(f"smooth_targets returned {type(got).__name__}; return a tensor.")
     if got.shape != (n, classes):

@@ -85,12 +85,17 @@ def _check_shares(shares: Any) -> str:
         orders = {}
         for epoch in (0, 1):
             got = run_learner("shares", shares, n, world, epoch, 0)
+            if isinstance(got, torch.Tensor) and got.dim() == 2:  # one row per process
+                got = list(got)
             if not isinstance(got, list | tuple) or len(got) != world:
                 raise NotYet(
                     f"for {world} processes return {world} lists; you returned {short(got)}."
                 )
             lists = _as_lists(got)
-            if _as_lists(run_learner("shares", shares, n, world, epoch, 0)) != lists:
+            again = run_learner("shares", shares, n, world, epoch, 0)
+            if isinstance(again, torch.Tensor) and again.dim() == 2:
+                again = list(again)
+            if _as_lists(again) != lists:
                 raise NotYet(
                     "two calls with the same arguments gave different shares: every process "
                     "must compute the same shuffle, so seed it."
@@ -103,6 +108,12 @@ def _check_shares(shares: Any) -> str:
                     "Repeat a few indices so that they are equal, as DistributedSampler does."
                 )
             covered = set().union(*lists)
+            outside = sorted(i for i in covered if not 0 <= i < n)
+            if outside:
+                raise NotYet(
+                    f"for {n} images and {world} processes a share holds index {outside[0]}, "
+                    f"outside 0..{n - 1}: pad by repeating indices from the start of the order."
+                )
             if covered != set(range(n)):
                 missing = sorted(set(range(n)) - covered)
                 raise NotYet(

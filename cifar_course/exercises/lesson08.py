@@ -69,6 +69,12 @@ def _output_covariance(filters: Any, patches: torch.Tensor) -> torch.Tensor:
             "your filters are complex numbers (torch.linalg.eig gives those): a covariance is "
             "symmetric, and torch.linalg.eigh gives its real eigenvalues and eigenvectors."
         )
+    if filters.dim() == 2 and filters.shape[0] == len(patches):
+        raise NotYet(
+            f"your filters have shape {shape_text(filters.shape)}, one row per patch: the "
+            "covariance of the 12 numbers is centred.T @ centred, [12, 12]; centred @ centred.T "
+            "compares the patches with each other instead."
+        )
     if filters.shape != (12, 12):
         raise NotYet(
             f"your filters have shape {shape_text(filters.shape)}; expected [12, 12]: one row of "
@@ -79,7 +85,9 @@ def _output_covariance(filters: Any, patches: torch.Tensor) -> torch.Tensor:
 
 
 def _check_whitening(whitening_filters: Any) -> str:
-    patches = photo_patches()
+    # every sixth patch, 1,442 of them: enough for the statistics, and small enough that a
+    # covariance taken the wrong way round, one row and column per patch, is quick to compute
+    patches = photo_patches()[::6]
     centred = patches - patches.mean(0)
     eigenvalues = torch.linalg.eigvalsh(centred.T @ centred / (len(patches) - 1))
     identity = torch.eye(12, dtype=torch.float64)
@@ -105,6 +113,16 @@ def _check_whitening(whitening_filters: Any) -> str:
             raise NotYet(
                 "your outputs are uncorrelated, but their variances are 1 / eigenvalue: divide by "
                 "the square root of the eigenvalue, not by the eigenvalue itself."
+            )
+        own = patches - patches.mean(1, keepdim=True)  # each patch minus its own mean
+        values, vectors = torch.linalg.eigh(own.T @ own / (len(patches) - 1))
+        from_own = vectors.T / torch.sqrt(values.clamp_min(0) + 1e-9)[:, None]
+        rows = got.double()
+        cosine = (rows * from_own).sum(1) / (rows.norm(dim=1) * from_own.norm(dim=1) + 1e-30)
+        if bool((cosine.abs() > 0.999).all()):
+            raise NotYet(
+                "your filters whiten each patch minus its own mean; subtract the mean patch, "
+                "patches.mean(0), the average over all the patches, instead."
             )
         raise NotYet(
             f"your outputs are uncorrelated, but their variances range from "
