@@ -171,6 +171,19 @@ MISTAKES = [
         """,
         "the names are right, but the tensor under",
     ),
+    (
+        "02",
+        "q1",
+        """
+        def save_and_reload(model, make_model, path):
+            torch.save(model.state_dict(), path)
+            new_model = make_model()
+            torch.load(path, weights_only=True)
+            new_model.load_state_dict(model.state_dict())
+            return new_model
+        """,
+        "was given other tensors than the file's",
+    ),
 ]
 
 # (lesson, a right answer written differently)

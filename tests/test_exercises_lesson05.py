@@ -180,6 +180,23 @@ MISTAKES = [
         """,
         "take the name from class_names, the argument",
     ),
+    (
+        "05",
+        "q1",
+        """
+        from PIL import Image
+
+        to_input = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
+
+        def preprocess(image):
+            if image.mode == "RGBA":
+                background = Image.new("RGB", image.size, (255, 255, 255))
+                background.paste(image, mask=image.split()[3])
+                image = background
+            return to_input(image.convert("RGB")).unsqueeze(0)
+        """,
+        "do not blend the image onto a background",
+    ),
 ]
 
 # (lesson, a right answer written differently)

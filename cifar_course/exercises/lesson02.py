@@ -70,15 +70,34 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
     reads: list[str] = []
     real_load, real_open = torch.load, io.open
 
+    from_file: set[int] = set()  # the tensors that torch.load gave back
+    given: list[set[int]] = []  # the tensors each load_state_dict of a fresh model was given
+
+    def tensor_ids(value: Any) -> set[int]:
+        if isinstance(value, torch.Tensor):
+            return {id(value)}
+        if isinstance(value, dict):
+            return set().union(set(), *(tensor_ids(v) for v in value.values()))
+        return set()
+
     def fresh_model() -> nn.Module:
         made.append(make_model())
+        real_load_state_dict = made[-1].load_state_dict
+
+        def recording_load_state_dict(state_dict: Any, *args: Any, **kwargs: Any) -> Any:
+            given.append(tensor_ids(state_dict))
+            return real_load_state_dict(state_dict, *args, **kwargs)
+
+        made[-1].load_state_dict = recording_load_state_dict  # type: ignore[method-assign]
         return made[-1]
 
     def recording_load(f: Any, *args: Any, **kwargs: Any) -> Any:
         name = f if isinstance(f, str | os.PathLike) else getattr(f, "name", None)  # or a file
         if isinstance(name, str | os.PathLike):
             reads.append(str(Path(name).resolve()))
-        return real_load(f, *args, **kwargs)
+        loaded = real_load(f, *args, **kwargs)
+        from_file.update(tensor_ids(loaded))
+        return loaded
 
     def recording_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         if isinstance(file, str | os.PathLike) and "r" in mode:  # io.BytesIO(open(...).read())
@@ -126,6 +145,11 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
         raise NotYet(
             "the model you return was not built by make_model(): make the new model with it, "
             "then load the file into that model."
+        )
+    if given and not any(ids and ids <= from_file for ids in given):
+        raise NotYet(
+            "the new model's load_state_dict was given other tensors than the file's (the "
+            "model you were given, perhaps): load what torch.load read from the file."
         )
     if str(path.resolve()) not in reads:
         raise NotYet(
