@@ -146,15 +146,15 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
             "the model you return was not built by make_model(): make the new model with it, "
             "then load the file into that model."
         )
-    if given and not any(ids and ids <= from_file for ids in given):
-        raise NotYet(
-            "the new model's load_state_dict was given other tensors than the file's (the "
-            "model you were given, perhaps): load what torch.load read from the file."
-        )
     if str(path.resolve()) not in reads:
         raise NotYet(
             "the new model never read the file: load it back with torch.load(path, "
             "weights_only=True)."
+        )
+    if given and not any(ids and ids <= from_file for ids in given):
+        raise NotYet(
+            "the new model's load_state_dict was given other tensors than the file's (the "
+            "model you were given, perhaps): load what torch.load read from the file."
         )
     loaded.eval()
     with torch.no_grad():
