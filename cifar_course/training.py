@@ -84,10 +84,12 @@ def train_one_epoch(
 
 
 def progress_stream() -> TextIO:
-    """Where the package's progress bars write: stdout in a Jupyter kernel, where stderr would
-    leave an empty pink band in the notebook once a bar with ``leave=False`` clears itself;
-    stderr elsewhere, so that the command line's results alone go to stdout."""
-    return sys.stdout if "ipykernel" in sys.modules else sys.stderr
+    """Where the package's progress bars write: stdout in a Jupyter kernel (whose stdout is
+    ipykernel's stream), where stderr would leave an empty pink band in the notebook once a bar
+    with ``leave=False`` clears itself; stderr elsewhere, so that the command line's results
+    alone go to stdout."""
+    in_kernel = type(sys.stdout).__module__.startswith("ipykernel")
+    return sys.stdout if in_kernel else sys.stderr
 
 
 @torch.no_grad()

@@ -261,3 +261,13 @@ def test_exit_and_a_changed_default_device_get_not_yet_and_leave_the_session_alo
     feedback = q1.evaluate(accuracy)
     assert not feedback.correct and "default device" in feedback.message
     assert torch.get_default_device() == torch.device("cpu")
+    from torch.overrides import _get_current_function_mode_stack
+
+    # and as it was: no device mode left behind, which would reach every later factory call
+    assert _get_current_function_mode_stack() == []
+    assert q1.evaluate(scope_free_accuracy).correct
+    assert _get_current_function_mode_stack() == []
+
+
+def scope_free_accuracy(logits, labels):
+    return (logits.argmax(1) == labels).float().mean().item()

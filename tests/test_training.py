@@ -119,6 +119,7 @@ def test_progress_bars_write_to_stdout_in_a_kernel_and_to_stderr_on_the_command_
     """In a Jupyter kernel a bar on stderr leaves an empty pink band once it clears itself, so
     there the package's bars write to stdout; on the command line stdout is for results."""
     import ast
+    import io
     import sys
     import types
     from pathlib import Path
@@ -127,14 +128,19 @@ def test_progress_bars_write_to_stdout_in_a_kernel_and_to_stderr_on_the_command_
 
     batches = [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))] * 3
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
-    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
-    predict_all(model, batches, torch.device("cpu"))
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))  # imported
+    predict_all(model, batches, torch.device("cpu"))  # but this is no kernel: stdout is plain
     command_line = capsys.readouterr()
     assert "test" in command_line.err and command_line.out == ""
-    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+
+    class OutStream(io.StringIO):  # what a kernel's sys.stdout is
+        pass
+
+    OutStream.__module__ = "ipykernel.iostream"
+    kernel_out = OutStream()
+    monkeypatch.setattr(sys, "stdout", kernel_out)
     predict_all(model, batches, torch.device("cpu"))
-    kernel = capsys.readouterr()
-    assert "test" in kernel.out and kernel.err == ""
+    assert "test" in kernel_out.getvalue() and capsys.readouterr().err == ""
     # every bar of the package goes through that choice
     root = Path(__file__).resolve().parents[1] / "cifar_course"
     calls = []

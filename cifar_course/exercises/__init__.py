@@ -148,7 +148,10 @@ def _settings() -> dict[str, Any]:
 def _restore_settings(settings: dict[str, Any]) -> None:
     torch.set_grad_enabled(settings["grad"])
     torch.set_default_dtype(settings["dtype"])
-    torch.set_default_device(settings["device"])
+    if torch.get_default_device() != settings["device"]:
+        # set_default_device installs a function mode even for the CPU; None removes it
+        cpu = settings["device"] == torch.device("cpu")
+        torch.set_default_device(None if cpu else settings["device"])
     torch.set_num_threads(settings["threads"])
 
 
