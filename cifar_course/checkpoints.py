@@ -48,6 +48,10 @@ def _umask() -> int:
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file beside ``path``, fsync it, then rename it over.
 
+    Only this save's own temporary file is ever removed: another process may be writing its own
+    beside it. (A save killed half-way leaves its ``.NAME.*.tmp``; a training run removes those
+    in its ``--out`` once it owns the folder, ``training.own_out``.)
+
     The file gets the permissions a plain ``torch.save`` would give it under the process's umask
     (usually 0644), not the 0600 of a temporary file, so others on a shared machine can read it.
     """
@@ -68,10 +72,8 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # this save's own temporary file, never another's
         raise
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a save that was killed
-        stale.unlink(missing_ok=True)
     return path
 
 

@@ -238,6 +238,61 @@ def checkpoint_path(out: str | Path, epoch: int, arch: str = "lesson_net") -> Pa
     return Path(out) / f"{arch}_epoch{epoch:02d}.pt"
 
 
+try:  # advisory locks: Linux and macOS
+    import fcntl
+except ImportError:  # Windows: --out is not locked there
+    fcntl = None  # type: ignore[assignment]
+
+_OWNED: dict[Path, int] = {}  # the --out folders this process trains into: their locked descriptor
+
+
+def own_out(out: str | Path) -> None:
+    """Hold an advisory lock on the ``--out`` folder until ``release_out``, so that a second run
+    into the same folder, in another process, is refused instead of mixing its checkpoints with
+    this run's. Then remove the temporary files that saves killed half-way left there (no other
+    run writes into the folder now). The lock is the folder's own (``flock`` on the directory),
+    so no file is added; the operating system drops it when the process ends, however it ends.
+    Without ``fcntl`` (Windows) there is no lock."""
+    folder = Path(out).resolve()
+    if fcntl is None or folder in _OWNED:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise CourseError(
+            f"--out '{out}' is in use by another training run; wait for it to end, or give "
+            "another --out."
+        ) from None
+    _OWNED[folder] = descriptor
+    for stale in folder.glob(".*.tmp"):  # a killed save's, named by checkpoints.atomic_save
+        stale.unlink(missing_ok=True)
+
+
+def release_out(out: str | Path) -> None:
+    """Give up the lock that ``own_out`` took on ``out``, if this process holds it."""
+    descriptor = _OWNED.pop(Path(out).resolve(), None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def existing_checkpoints(config: TrainConfig, arch: str, done: int) -> list[Path]:
+    """The checkpoints this run would write (after epochs ``done + 1`` to ``config.epochs``) that
+    are already in ``config.out``: one look at the folder, however many epochs are asked for."""
+    folder = Path(config.out)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        number = path.name.removeprefix(f"{arch}_epoch").removesuffix(".pt")
+        if number.isdigit() and done < int(number) <= config.epochs:
+            if path.name == checkpoint_path(folder, int(number), arch).name:
+                found.append(path)
+    return found
+
+
 def refuse_to_overwrite(
     config: TrainConfig, arch: str, done: int, job: Distributed | None = None
 ) -> None:
@@ -250,11 +305,7 @@ def refuse_to_overwrite(
       TensorBoard events in ``config.logdir``, where TensorBoard would draw both runs' curves as
       one: ``config.overwrite`` removes them. Only rank 0, the one process that logs, checks.
     """
-    existing = [
-        path
-        for epoch in range(done + 1, config.epochs + 1)
-        if (path := checkpoint_path(config.out, epoch, arch)).exists()
-    ]
+    existing = existing_checkpoints(config, arch, done)
     source = Path(config.init_from) if config.init_from else None
     if source is not None and source.exists() and any(p.samefile(source) for p in existing):
         raise CourseError(
@@ -279,6 +330,15 @@ def refuse_to_overwrite(
         )
     for path in events:
         path.unlink()
+    if job is None or job.is_main:  # the one process that saves owns --out from here on
+        own_out(config.out)
+        late = [p for p in existing_checkpoints(config, arch, done) if p not in existing]
+        if late and not config.overwrite:  # written between the check above and the lock
+            release_out(config.out)
+            raise CourseError(
+                f"--out '{config.out}' now holds {late[0].name}, written by another run; give "
+                "another --out."
+            )
 
 
 def stop_if_diverged(train_loss: float, epoch: int) -> None:
@@ -344,6 +404,7 @@ def run_recipe(
     try:
         return recipe(config, job, log if job is None or job.is_main else quiet)
     finally:
+        release_out(config.out)  # taken by refuse_to_overwrite, once the run is allowed
         distributed.stop(job)
 
 

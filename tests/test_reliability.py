@@ -321,3 +321,77 @@ def test_unwritable_output_folder(tmp_path):
     assert_one_clear_line(run)
     assert "--out" in run.stderr and "is a file" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a file"]
+
+
+# --- one run per --out ---------------------------------------------------------------------
+
+
+LOCKER = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if len(sys.argv) > 2 else 0))\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 60)\n"
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory locks need fcntl")
+def test_a_second_run_into_an_out_in_use_is_refused_in_one_line(data_root, tmp_path, capsys):
+    """Another process owns --out (as a run does while it trains): a new run into it stops before
+    training, in one line, and writes nothing there; once the owner is gone, it runs."""
+    out = tmp_path / "ck"
+    out.mkdir()
+    owner = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout.readline().strip() == "locked"
+        args = ["train", "--epochs", "1", "--out", str(out), "--logdir", str(tmp_path / "tb")]
+        assert main(args) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is in use by another training run" in err[0], err
+        assert list(out.iterdir()) == []
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory locks need fcntl")
+def test_a_run_owns_its_out_while_it_trains_and_lets_go_after(data_root, tmp_path):
+    """While `train` runs, nothing else can take its --out; it removes a killed save's leftover
+    temporary file there; after it ends, the folder is free."""
+    out = tmp_path / "ck"
+    out.mkdir()
+    (out / ".lesson_net_epoch01.pt.x1y2.tmp").write_bytes(b"half a checkpoint")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "cifar_course", *train_args(out, tmp_path / "tb")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (out / "lesson_net_epoch01.pt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        probe = subprocess.run(
+            [sys.executable, "-c", LOCKER, str(out), "0"], capture_output=True, text=True
+        )
+        assert probe.returncode != 0 and "BlockingIOError" in probe.stderr  # taken
+        assert not (out / ".lesson_net_epoch01.pt.x1y2.tmp").exists()
+    finally:
+        assert run.wait(timeout=300) == 0
+    probe = subprocess.run(
+        [sys.executable, "-c", LOCKER, str(out), "0"], capture_output=True, text=True
+    )
+    assert probe.returncode == 0, probe.stderr  # free again
+
+
+def test_a_save_removes_only_its_own_temporary_file(tmp_path):
+    """Another process's temporary file beside the target, still being written, is left alone."""
+    from cifar_course.checkpoints import atomic_save
+
+    theirs = tmp_path / ".model.pt.another.tmp"
+    theirs.write_bytes(b"another process is writing this")
+    atomic_save({"w": torch.ones(2)}, tmp_path / "model.pt")
+    assert theirs.read_bytes() == b"another process is writing this"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.pt.another.tmp", "model.pt"]
