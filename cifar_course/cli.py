@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -171,6 +172,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: object) -> str:
+    """``text`` with its control characters written as escapes (a newline as ``\\n``): a file
+    name holding one cannot break a result or an error over two lines, nor forge a line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoints import load_model
     from .inference import predict
@@ -182,10 +192,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             top = predict(model, path, k=args.top)
         except CourseError as exc:
             failures += 1
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             continue
         rest = "  ".join(f"{name} {p:.1%}" for name, p in top[1:])
-        print(f"{path}\t{top[0][0]}\t{top[0][1]:.1%}" + (f"\t({rest})" if rest else ""))
+        print(f"{one_line(path)}\t{top[0][0]}\t{top[0][1]:.1%}" + (f"\t({rest})" if rest else ""))
     if failures:
         print(
             f"error: {failures} of {len(args.images)} images could not be classified",
@@ -384,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CourseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; the checkpoints already written are intact", file=sys.stderr)

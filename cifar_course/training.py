@@ -152,12 +152,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject settings that cannot work, before anything is written."""
-        if self.epochs < 1:
-            raise CourseError(f"--epochs must be at least 1, got {self.epochs}.")
-        if self.batch_size < 1:
-            raise CourseError(f"--batch-size must be at least 1, got {self.batch_size}.")
-        if not 0 < self.lr < math.inf:
-            raise CourseError(f"--lr must be a positive number, got {self.lr}.")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            raise CourseError(f"--epochs must be from 1 to {MAX_EPOCHS:,}, got {self.epochs}.")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise CourseError(
+                f"--batch-size must be from 1 to {MAX_BATCH:,} (CIFAR-10's training set), got "
+                f"{self.batch_size}."
+            )
+        if not 0 < self.lr <= MAX_LR:
+            raise CourseError(f"--lr must be a positive number up to {MAX_LR:g}, got {self.lr}.")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise CourseError(f"--precision must be auto, fp32 or bf16, got '{self.precision}'.")
         if self.resume and self.init_from:
@@ -166,6 +169,11 @@ class TrainConfig:
             )
         for flag, folder in (("--out", self.out), ("--logdir", self.logdir)):
             _check_writable(Path(folder), flag)
+
+
+MAX_EPOCHS = 100_000  # beyond any run that ends; a larger number is a typing slip
+MAX_BATCH = 50_000  # the training set: a larger batch holds no more images
+MAX_LR = 1000.0  # far above any recipe's (1.5 at most); 1e39 is not even a float32
 
 
 def _check_writable(folder: Path, flag: str) -> None:
@@ -346,7 +354,8 @@ def stop_if_diverged(train_loss: float, epoch: int) -> None:
     if not math.isfinite(train_loss):
         raise CourseError(
             f"the training loss became {train_loss} in epoch {epoch}, so the weights are no longer "
-            "numbers and this epoch was not saved (earlier checkpoints are kept); lower --lr."
+            "numbers and this epoch was not saved (earlier checkpoints are kept); lower --lr, and "
+            "add --overwrite to replace this run's TensorBoard log when you run it again."
         )
 
 

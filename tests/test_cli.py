@@ -236,12 +236,17 @@ def test_training_refuses_to_replace_an_earlier_runs_checkpoint_unless_told(
 def test_a_run_whose_loss_stops_being_a_number_saves_nothing(data_root, tmp_path, capsys):
     out = tmp_path / "ck"
     args = ["train", "--epochs", "1", "--out", str(out), "--logdir", str(tmp_path / "tb")]
-    assert main([*args, "--lr", "1e30"]) == 1
+    assert main([*args, "--lr", "1000"]) == 1
     err = capsys.readouterr().err
     assert "the training loss became nan in epoch 1" in err and "lower --lr" in err, err
     assert not (out / "lesson_net_epoch01.pt").exists()
+    # the retry it advises runs: a lower --lr, with --overwrite for the failed run's log
+    assert "add --overwrite" in err
+    assert main([*args, "--lr", "0.01", "--overwrite"]) == 0
+    assert (out / "lesson_net_epoch01.pt").exists()
+    capsys.readouterr()
     assert main([*args, "--lr", "inf"]) == 1
-    assert "--lr must be a positive number, got inf" in capsys.readouterr().err
+    assert "--lr must be a positive number up to 1000, got inf" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -395,3 +395,37 @@ def test_a_save_removes_only_its_own_temporary_file(tmp_path):
     atomic_save({"w": torch.ones(2)}, tmp_path / "model.pt")
     assert theirs.read_bytes() == b"another process is writing this"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.pt.another.tmp", "model.pt"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--epochs", "1000000000000", "--epochs must be from 1 to 100,000"),
+        ("--batch-size", "100000000000000000000", "--batch-size must be from 1 to 50,000"),
+        ("--lr", "1e39", "--lr must be a positive number up to 1000"),
+    ],
+)
+def test_absurd_numbers_are_refused_in_one_line_before_anything_is_written(
+    tmp_path, capsys, flag, value, message
+):
+    args = ["train", flag, value, "--out", str(tmp_path / "o"), "--logdir", str(tmp_path / "l")]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_name_cannot_break_or_forge_predicts_lines(tmp_path, capsys):
+    """Control characters in a name are printed as escapes: one image, one line, on stdout as on
+    stderr, so a name cannot print a result line of its own."""
+    checkpoint = save_state_dict(LessonNet(), tmp_path / "m.pth")
+    good = tmp_path / "dog\nfake.png\tcat\t99.9%.jpg"
+    shutil.copy(IMAGES / "dog.jpg", good)
+    bad = tmp_path / "broken\r\nerror: all fine.png"
+    bad.write_text("not an image")
+    assert main(["predict", "--checkpoint", str(checkpoint), str(good), str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1 and "dog\\nfake.png\\tcat" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines), lines
+    assert "broken\\r\\nerror: all fine.png" in lines[0]
