@@ -125,6 +125,10 @@ def _check_file(path: Path) -> None:
         raise CourseError(
             f"'{path}' is a folder, not a checkpoint file. Give a .pt file inside it."
         )
+    if not path.is_file():  # a FIFO, a device such as /dev/zero, a socket
+        raise CourseError(
+            f"'{path}' is not a regular file, so it is no checkpoint. Check the path."
+        )
     if path.stat().st_size == 0:
         raise CourseError(
             f"Checkpoint '{path}' is empty (0 bytes); its save was interrupted. Use an earlier one."
@@ -234,9 +238,31 @@ def load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False
 Log = Callable[[str], None]
 
 
+def check_values(state: dict[str, Any], path: Path) -> None:
+    """Refuse weights that are not finite floating-point numbers (NaN or inf from a run that
+    diverged; integers, True/False or complex numbers from a crafted file). BatchNorm's batch
+    counter, an integer, is the one exception."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if key.endswith("num_batches_tracked"):
+            continue
+        if not value.is_floating_point():
+            raise CourseError(
+                f"'{path}' holds {key} as {value.dtype}, not floating-point weights: it is no "
+                "trained network. Check the file."
+            )
+        if not bool(torch.isfinite(value).all()):
+            raise CourseError(
+                f"'{path}' holds NaN or infinite values in {key}: the run that saved it diverged. "
+                "Use an earlier checkpoint."
+            )
+
+
 def _state_dict_to_model(
     state: dict[str, Any], path: Path, arch: str | None = None, log: Log = print
 ) -> nn.Module:
+    check_values(state, path)
     layout = None if arch else match_lesson_layout(state)
     if layout is not None and layout != ACCEPTED_LAYOUTS[0]:  # one of the lecture's layouts
         log(f"'{path}': recognised {layout}, loaded as the lesson net")
@@ -332,8 +358,10 @@ def load_model(
     path = Path(path)
     obj = load(path, map_location, trust_pickle)
     if isinstance(obj, LectureModule):
+        check_values(obj.state_dict(), path)
         model = _from_lecture(obj, path, log)
     elif isinstance(obj, nn.Module):
+        check_values(obj.state_dict(), path)  # before the probe runs it
         model = check_classifier(obj, path)
     elif isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         model = _state_dict_to_model(obj["model"], path, obj.get("arch"), log)
@@ -369,6 +397,8 @@ def export_state_dict(
         raise CourseError(
             f"OUT '{out}' is a folder; give a file name, such as '{out / (source.stem + '.pt')}'."
         )
+    if out.exists() and not out.is_file():
+        raise CourseError(f"OUT '{out}' exists and is not a regular file; choose another name.")
     if out.exists() and not force:
         raise CourseError(f"'{out}' already exists; choose another name, or pass --force.")
     model = load_model(source, trust_pickle=trust_pickle, log=log)

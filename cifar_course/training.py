@@ -27,7 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoints import load_checkpoint, load_model, save_checkpoint
+from .checkpoints import check_values, load_checkpoint, load_model, save_checkpoint
 from .data import TensorData, get_datasets
 from .device import pick_device
 from .distributed import Distributed
@@ -209,6 +209,7 @@ def resume(
             f"'{config.resume}' was saved from {state.get('arch')}, not {arch}; resume it with "
             f"the --recipe that wrote it{device}."
         )
+    check_values(state["model"], Path(config.resume))
     model.load_state_dict(state["model"])
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])

@@ -429,3 +429,44 @@ def test_a_file_name_cannot_break_or_forge_predicts_lines(tmp_path, capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("error: ") for line in lines), lines
     assert "broken\\r\\nerror: all fine.png" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.fill_(float("nan")), "NaN or infinite values in"),
+        (lambda t: t.fill_(float("inf")), "NaN or infinite values in"),
+        (lambda t: t.to(torch.int64), "as torch.int64, not floating-point weights"),
+        (lambda t: t.to(torch.bool), "as torch.bool, not floating-point weights"),
+        (lambda t: t.to(torch.complex64), "as torch.complex64, not floating-point weights"),
+    ],
+)
+def test_weights_that_are_not_finite_floats_are_refused_in_one_line(
+    tmp_path, capsys, change, message
+):
+    state = LessonNet().state_dict()
+    state["conv1.weight"] = change(state["conv1.weight"].clone())
+    torch.save(state, tmp_path / "m.pth")
+    for command in (
+        ["evaluate", "--checkpoint", str(tmp_path / "m.pth")],
+        ["predict", "--checkpoint", str(tmp_path / "m.pth"), str(IMAGES / "dog.jpg")],
+        ["export", str(tmp_path / "m.pth"), str(tmp_path / "out.pth")],
+    ):
+        assert main(command) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and "conv1.weight" in err[0], (command, err)
+    assert not (tmp_path / "out.pth").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_device_or_fifo_is_no_checkpoint_and_export_replaces_only_regular_files(tmp_path, capsys):
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    for odd in (fifo, Path("/dev/zero")):
+        assert main(["evaluate", "--checkpoint", str(odd)]) == 1
+        err = capsys.readouterr().err
+        assert "is not a regular file" in err and "interrupted" not in err, err
+    good = save_state_dict(LessonNet(), tmp_path / "m.pth")
+    assert main(["export", str(good), str(fifo), "--force"]) == 1
+    assert "is not a regular file" in capsys.readouterr().err
+    assert fifo.is_fifo()  # still the FIFO, not replaced by a file
