@@ -416,8 +416,20 @@ def export_state_dict(
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a training checkpoint written by ``save_checkpoint``, safely."""
-    obj = load(path, map_location)
+    """Load a training checkpoint written by ``save_checkpoint``, safely: it holds only tensors
+    and plain values, so a file of Python objects is never one, and is never unpickled here,
+    whatever ``--trust-pickle`` says."""
+    try:
+        obj = load(path, map_location)
+    except CourseError as exc:
+        if "contains Python objects" not in str(exc):
+            raise
+        raise CourseError(
+            f"'{path}' contains Python objects, so it is not a training checkpoint written by "
+            "cifar-course (those hold only tensors and plain values), and --resume cannot use "
+            "it; --trust-pickle does not change that. To start a new run from its weights, use "
+            "--init-from (with --trust-pickle if you trust the file)."
+        ) from None
     if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT):
         raise CourseError(
             f"'{path}' is not a training checkpoint written by cifar-course (it has no optimizer "

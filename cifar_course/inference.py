@@ -42,12 +42,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def load_image(path: str | Path) -> Image.Image:
     """Open an image file as upright RGB (EXIF rotation applied; first frame of an animation)."""
     path = Path(path)
-    if not path.exists():
-        raise CourseError(f"'{path}': no such file. Check the path.")
-    if path.is_dir():
-        raise CourseError(f"'{path}' is a folder, not an image file.")
-    if path.stat().st_size == 0:
-        raise CourseError(f"'{path}' is empty (0 bytes), not an image.")
+    try:  # the file system's answers first: a name too long, a file nobody may read, ...
+        if not path.exists():
+            raise CourseError(f"'{path}': no such file. Check the path.")
+        if path.is_dir():
+            raise CourseError(f"'{path}' is a folder, not an image file.")
+        if not path.is_file():
+            raise CourseError(f"'{path}' is not a regular file, so it is no image.")
+        if path.stat().st_size == 0:
+            raise CourseError(f"'{path}' is empty (0 bytes), not an image.")
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise CourseError(
+            f"'{path}' cannot be read ({exc.strerror or exc}); check the path and its permissions."
+        ) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -470,3 +470,28 @@ def test_a_device_or_fifo_is_no_checkpoint_and_export_replaces_only_regular_file
     assert main(["export", str(good), str(fifo), "--force"]) == 1
     assert "is not a regular file" in capsys.readouterr().err
     assert fifo.is_fifo()  # still the FIFO, not replaced by a file
+
+
+def test_a_name_too_long_is_one_error_line_and_the_next_images_are_classified(tmp_path, capsys):
+    checkpoint = save_state_dict(LessonNet(), tmp_path / "m.pth")
+    too_long = str(tmp_path / ("x" * 300 + ".png"))
+    assert (
+        main(["predict", "--checkpoint", str(checkpoint), too_long, str(IMAGES / "dog.jpg")]) == 1
+    )
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1 and "dog.jpg" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "cannot be read (File name too long)" in lines[0], lines
+
+
+def test_resume_from_a_pickle_says_trust_pickle_does_not_apply(tmp_path, capsys):
+    """--resume never unpickles: a whole model is no training checkpoint, and the message must
+    not advise the flag the learner already passed."""
+    whole = tmp_path / "whole.pt"
+    torch.save(LessonNet(), whole)
+    out = tmp_path / "o"
+    args = train_args(out, tmp_path / "l", "--resume", str(whole), "--trust-pickle")
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--trust-pickle does not change that" in err[0], err
+    assert "use --init-from" in err[0] and not out.exists()
