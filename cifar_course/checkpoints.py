@@ -200,6 +200,10 @@ def _load_trusted(path: Path, map_location: Any) -> Any:
         sys.path.remove(here)
 
 
+class PickleRefused(CourseError):
+    """A file of Python objects that ``load`` would not unpickle without ``trust_pickle``."""
+
+
 def load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False) -> Any:
     """``torch.load`` with ``weights_only=True``, the lecture's whole models, and clear errors.
 
@@ -229,7 +233,7 @@ def load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False
         return lecture
     if trust_pickle:
         return _load_trusted(path, map_location)
-    raise CourseError(
+    raise PickleRefused(
         f"'{path}' contains Python objects, not only tensors (for example a whole model "
         f"saved with torch.save(model)). {PICKLE_WARNING}"
     ) from refused
@@ -421,9 +425,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     whatever ``--trust-pickle`` says."""
     try:
         obj = load(path, map_location)
-    except CourseError as exc:
-        if "contains Python objects" not in str(exc):
-            raise
+    except PickleRefused:
         raise CourseError(
             f"'{path}' contains Python objects, so it is not a training checkpoint written by "
             "cifar-course (those hold only tensors and plain values), and --resume cannot use "

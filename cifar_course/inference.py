@@ -51,8 +51,6 @@ def load_image(path: str | Path) -> Image.Image:
             raise CourseError(f"'{path}' is not a regular file, so it is no image.")
         if path.stat().st_size == 0:
             raise CourseError(f"'{path}' is empty (0 bytes), not an image.")
-        with path.open("rb"):
-            pass
     except OSError as exc:
         raise CourseError(
             f"'{path}' cannot be read ({exc.strerror or exc}); check the path and its permissions."
@@ -74,7 +72,16 @@ def load_image(path: str | Path) -> Image.Image:
         raise CourseError(
             f"'{path}' is too large to open safely ({exc}). Resize it first."
         ) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:  # the operating system's refusal (EACCES, EIO, ...), not Pillow's
+            raise CourseError(
+                f"'{path}' cannot be read ({exc.strerror or exc}); check the path and its "
+                "permissions."
+            ) from None
+        raise CourseError(
+            f"'{path}' is a damaged or truncated image ({exc}); copy or download it again."
+        ) from exc
+    except (SyntaxError, ValueError) as exc:
         raise CourseError(
             f"'{path}' is a damaged or truncated image ({exc}); copy or download it again."
         ) from exc

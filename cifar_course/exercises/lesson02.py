@@ -77,7 +77,7 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
         if isinstance(value, torch.Tensor):
             return {id(value)}
         if isinstance(value, dict):
-            return set().union(set(), *(tensor_ids(v) for v in value.values()))
+            return set().union(*(tensor_ids(v) for v in value.values()))
         return set()
 
     def fresh_model() -> nn.Module:

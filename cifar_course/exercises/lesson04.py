@@ -229,19 +229,19 @@ def _time_op_once(time_op: Any, warmup: int, repeats: int) -> tuple[float, float
     return ms, work_ms
 
 
-# The machines the check fakes: (name, NVIDIA GPUs, an Apple GPU, the answer). Only machines
-# that exist: a Mac has no CUDA, and a machine with NVIDIA GPUs no MPS.
+# The machines the check fakes: (name, NVIDIA GPUs, an Apple GPU, a PyTorch built with MPS
+# (torch.backends.mps.is_built()), the answer). Only machines that exist: a Mac has no CUDA, and
+# a machine with NVIDIA GPUs no MPS.
 _MACHINES = [
-    ("an NVIDIA GPU", 1, False, "cuda"),
-    ("two NVIDIA GPUs", 2, False, "cuda"),
-    ("an Apple GPU", 0, True, "mps"),
-    ("no GPU at all", 0, False, "cpu"),
-    # a PyTorch built with MPS (torch.backends.mps.is_built()) on a Mac without a usable GPU
-    ("no usable GPU, with a PyTorch built for Apple GPUs", 0, False, "cpu"),
+    ("an NVIDIA GPU", 1, False, False, "cuda"),
+    ("two NVIDIA GPUs", 2, False, False, "cuda"),
+    ("an Apple GPU", 0, True, True, "mps"),
+    ("no GPU at all", 0, False, False, "cpu"),
+    ("no usable GPU, with a PyTorch built for Apple GPUs", 0, False, True, "cpu"),
 ]
 
 
-def _fake_machine(stack: contextlib.ExitStack, gpus: int, mps: bool, built: bool = False) -> None:
+def _fake_machine(stack: contextlib.ExitStack, gpus: int, mps: bool, built: bool) -> None:
     """Patch every PyTorch call that tells which accelerator a machine has, so that each gives
     the same answer: CUDA's, MPS's (both its modules) and torch.accelerator's."""
     kind = "cuda" if gpus else "mps" if mps else None
@@ -250,7 +250,7 @@ def _fake_machine(stack: contextlib.ExitStack, gpus: int, mps: bool, built: bool
         (torch.cuda, "device_count", gpus),
         (torch.cuda, "is_initialized", False),
         (torch.backends.mps, "is_available", mps),
-        (torch.backends.mps, "is_built", mps or built),
+        (torch.backends.mps, "is_built", built),
         (getattr(torch, "mps", None), "is_available", mps),
         (getattr(torch, "mps", None), "device_count", int(mps)),
         (getattr(torch, "accelerator", None), "is_available", kind is not None),
@@ -267,9 +267,9 @@ def _fake_machine(stack: contextlib.ExitStack, gpus: int, mps: bool, built: bool
 
 
 def _check_choose_device(choose_device: Any) -> str:
-    for machine, gpus, mps, expected in _MACHINES:
+    for machine, gpus, mps, built, expected in _MACHINES:
         with contextlib.ExitStack() as stack:
-            _fake_machine(stack, gpus, mps, built="built for Apple" in machine)
+            _fake_machine(stack, gpus, mps, built)
             got = run_learner("choose_device", choose_device)
         try:
             kind = torch.device(got).type

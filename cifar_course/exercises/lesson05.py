@@ -92,11 +92,6 @@ def _check_preprocess(preprocess: Any) -> str:
     return "RGB, RGBA, grayscale and palette images all become a [1, 3, 32, 32] batch in 0..1."
 
 
-def _probability(value: Any) -> float:
-    """The probability the learner returned, as a float; else ``NotYet``."""
-    return as_number(value, "the probability", "a number")
-
-
 def _check_top_class(top_class: Any) -> str:
     generator = torch.Generator().manual_seed(7)
     other_names = [f"class {i}" for i in range(10)]  # the names come from the argument
@@ -122,7 +117,7 @@ def _check_top_class(top_class: Any) -> str:
             raise NotYet(
                 f"you chose {name!r}{hint}; the largest logit is {names[index]!r}, index {index}."
             )
-        value = _probability(probability)
+        value = as_number(probability, "the probability", "a number")
         if abs(value - float(logits[0, index])) < 1e-5:
             raise NotYet(
                 f"you give {value:.3f} for {name!r}: that is its logit. softmax turns logits into "

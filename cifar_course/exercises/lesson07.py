@@ -92,10 +92,7 @@ def _check_shares(shares: Any) -> str:
                     f"for {world} processes return {world} lists; you returned {short(got)}."
                 )
             lists = _as_lists(got)
-            again = run_learner("shares", shares, n, world, epoch, 0)
-            if isinstance(again, torch.Tensor) and again.dim() == 2:
-                again = list(again)
-            if _as_lists(again) != lists:
+            if _as_lists(run_learner("shares", shares, n, world, epoch, 0)) != lists:
                 raise NotYet(
                     "two calls with the same arguments gave different shares: every process "
                     "must compute the same shuffle, so seed it."

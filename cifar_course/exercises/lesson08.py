@@ -30,6 +30,17 @@ def photo_patches() -> torch.Tensor:
     return torch.cat(rows).double()
 
 
+def _covariance(rows: torch.Tensor) -> torch.Tensor:
+    """The covariance of ``rows``' columns, the rows already centred."""
+    return rows.T @ rows / (len(rows) - 1)
+
+
+def _parallel_rows(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether each row of ``a`` points along the same row of ``b``, up to scale and sign."""
+    cosine = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-30)
+    return bool((cosine.abs() > 0.999).all())
+
+
 def _why_correlated(filters: torch.Tensor, patches: torch.Tensor) -> str:
     """Why the outputs of ``filters`` are still correlated, as advice."""
     if (filters - torch.diag(torch.diag(filters))).abs().max() < 1e-9:
@@ -39,17 +50,11 @@ def _why_correlated(filters: torch.Tensor, patches: torch.Tensor) -> str:
             "them: its filters are the eigenvectors of the covariance (torch.linalg.eigh), each "
             "divided by the square root of its eigenvalue."
         )
-    centred = patches - patches.mean(0)
-    vectors = torch.linalg.eigh(centred.T @ centred / (len(patches) - 1)).eigenvectors
-
-    def parallel(a: torch.Tensor, b: torch.Tensor) -> bool:  # row by row, up to scale and sign
-        cosine = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-30)
-        return bool((cosine.abs() > 0.999).all())
-
+    vectors = torch.linalg.eigh(_covariance(patches - patches.mean(0))).eigenvectors
     transposed = torch.cov((patches @ filters).T)
     variances = torch.diag(transposed)
     uncorrelated = (transposed - torch.diag(variances)).abs().max() / variances.abs().max() < 1e-4
-    if uncorrelated or parallel(filters, vectors) or parallel(filters.T, vectors.T):
+    if uncorrelated or _parallel_rows(filters, vectors) or _parallel_rows(filters.T, vectors.T):
         return (
             "the outputs of your filters are still correlated with each other. The eigenvectors "
             "are the columns of what torch.linalg.eigh returns; a filter is one of them, so "
@@ -88,8 +93,7 @@ def _check_whitening(whitening_filters: Any) -> str:
     # every sixth patch, 1,442 of them: enough for the statistics, and small enough that a
     # covariance taken the wrong way round, one row and column per patch, is quick to compute
     patches = photo_patches()[::6]
-    centred = patches - patches.mean(0)
-    eigenvalues = torch.linalg.eigvalsh(centred.T @ centred / (len(patches) - 1))
+    eigenvalues = torch.linalg.eigvalsh(_covariance(patches - patches.mean(0)))
     identity = torch.eye(12, dtype=torch.float64)
     got = run_learner("whitening_filters", whitening_filters, patches.clone(), 1e-9)
     c = _output_covariance(got, patches)
@@ -115,11 +119,9 @@ def _check_whitening(whitening_filters: Any) -> str:
                 "the square root of the eigenvalue, not by the eigenvalue itself."
             )
         own = patches - patches.mean(1, keepdim=True)  # each patch minus its own mean
-        values, vectors = torch.linalg.eigh(own.T @ own / (len(patches) - 1))
+        values, vectors = torch.linalg.eigh(_covariance(own))
         from_own = vectors.T / torch.sqrt(values.clamp_min(0) + 1e-9)[:, None]
-        rows = got.double()
-        cosine = (rows * from_own).sum(1) / (rows.norm(dim=1) * from_own.norm(dim=1) + 1e-30)
-        if bool((cosine.abs() > 0.999).all()):
+        if _parallel_rows(got.double(), from_own):
             raise NotYet(
                 "your filters whiten each patch minus its own mean; subtract the mean patch, "
                 "patches.mean(0), the average over all the patches, instead."
