@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from jupyter_client import BlockingKernelClient
+from test_notebooks import relative_links
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
@@ -134,19 +135,6 @@ def test_make_lab_serves_the_lessons_and_its_kernels_find_tensorboard(lab, tmp_p
         api(port, f"kernels/{kernel['id']}", "DELETE")
 
 
-def relative_links(notebook: Path) -> list[str]:
-    """The relative targets of the markdown links and images of ``notebook``, without anchors."""
-    import nbformat
-
-    found = []
-    for cell in nbformat.read(notebook, as_version=4).cells:
-        if cell.cell_type == "markdown":
-            for target in re.findall(r"\]\(([^)\s]+)\)", cell.source):
-                if not re.match(r"[a-z]+:|#", target):
-                    found.append(target.split("#")[0])
-    return found
-
-
 @pytest.mark.notebooks
 @pytest.mark.slow
 def test_make_lab_opens_every_link_of_every_notebook_and_its_terminals_start_in_notebooks(lab):
@@ -161,8 +149,8 @@ def test_make_lab_opens_every_link_of_every_notebook_and_its_terminals_start_in_
     notebooks = sorted((ROOT / "notebooks").rglob("*.ipynb"))
     checked = 0
     for notebook in notebooks:
-        for target in relative_links(notebook):
-            path = (notebook.parent / target).resolve().relative_to(ROOT)
+        for target in relative_links(notebook):  # tests/test_notebooks.py's reading of them
+            path = (notebook.parent / target.partition("#")[0]).resolve().relative_to(ROOT)
             api(port, f"contents/{urllib.parse.quote(path.as_posix())}?content=0")  # 404 raises
             checked += 1
     assert checked > 50, checked  # the lessons link to benchmarks/, exercises and each other

@@ -295,6 +295,22 @@ def tracked_files(root: Path) -> set[Path] | None:
 LINKED = [*EVERY_NOTEBOOK, Path(__file__).resolve().parents[1] / "README.md"]
 
 
+def relative_links(path: Path) -> list[str]:
+    """The relative targets (``file#anchor``) of the markdown links and images of ``path``, a
+    notebook (its markdown cells) or a markdown file."""
+    texts = (
+        [c.source for c in read(path).cells if c.cell_type == "markdown"]
+        if path.suffix == ".ipynb"
+        else [path.read_text()]
+    )
+    return [
+        target
+        for text in texts
+        for target in re.findall(r"\]\(([^)\s]+)\)", text)
+        if not re.match(r"[a-z]+:|#", target)
+    ]
+
+
 @pytest.mark.parametrize("path", LINKED, ids=lambda p: p.stem)
 def test_every_relative_link_opens_on_github_and_in_make_lab(path):
     """A relative link must name a file that git tracks (GitHub resolves it there, and
@@ -302,28 +318,20 @@ def test_every_relative_link_opens_on_github_and_in_make_lab(path):
     run leaves behind, and an anchor into a markdown file must name one of its headings."""
     root = Path(__file__).resolve().parents[1]
     tracked = tracked_files(root)
-    texts = (
-        [c.source for c in read(path).cells if c.cell_type == "markdown"]
-        if path.suffix == ".ipynb"
-        else [path.read_text()]
-    )
-    for text in texts:
-        for target in re.findall(r"\]\(([^)\s]+)\)", text):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
-                continue
-            file, _, anchor = target.partition("#")
-            resolved = (path.parent / file).resolve()
-            assert resolved.is_relative_to(root) and resolved.exists(), target
-            if tracked is not None and resolved.is_file():
-                assert resolved in tracked, f"{target} is not tracked by git"
-            if tracked is not None and resolved.is_dir():
-                assert any(f.is_relative_to(resolved) for f in tracked), target
-            if anchor and resolved.suffix == ".md":
-                slugs = {
-                    re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-                    for heading in re.findall(r"^#+ (.*)$", resolved.read_text(), re.MULTILINE)
-                }
-                assert anchor in slugs, target
+    for target in relative_links(path):
+        file, _, anchor = target.partition("#")
+        resolved = (path.parent / file).resolve()
+        assert resolved.is_relative_to(root) and resolved.exists(), target
+        if tracked is not None and resolved.is_file():
+            assert resolved in tracked, f"{target} is not tracked by git"
+        if tracked is not None and resolved.is_dir():
+            assert any(f.is_relative_to(resolved) for f in tracked), target
+        if anchor and resolved.suffix == ".md":
+            slugs = {
+                re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+                for heading in re.findall(r"^#+ (.*)$", resolved.read_text(), re.MULTILINE)
+            }
+            assert anchor in slugs, target
 
 
 @pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: p.stem)
