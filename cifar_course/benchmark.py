@@ -20,10 +20,12 @@ from torch.utils.data import DataLoader
 
 from .data import TensorData, get_datasets
 from .device import Timer, describe_machine, pick_device
+from .engine import seed_everything
 from .errors import CourseError
-from .fast import FastTrainer
+from .evaluate import loss_and_accuracy
+from .fast import FastTrainer, fastest_dtype
 from .models import LessonNet
-from .training import evaluate, seed_everything, train_one_epoch
+from .recipes.lecture import LectureHyper, train_one_epoch
 
 WARMUP_STEPS = 20
 
@@ -103,12 +105,15 @@ def _fresh(seed: int, lr: float, device: torch.device) -> tuple[nn.Module, torch
 def run_benchmark(
     device_name: str = "auto",
     epochs: int = 1,
-    batch_size: int = 64,
-    lr: float = 1e-2,
+    batch_size: int | None = None,
+    lr: float | None = None,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> tuple[LoopResult, LoopResult]:
-    """Train with the lecture's loop, then with the fast loop, ``epochs`` each; compare them."""
+    """Train with the lecture's loop, then with the fast loop, ``epochs`` each; compare them.
+    ``batch_size`` and ``lr``: the lecture recipe's unless given."""
+    batch_size = batch_size or LectureHyper().batch_size
+    lr = lr or LectureHyper().lr
     if epochs < 1:
         raise CourseError(f"--epochs must be at least 1, got {epochs}.")
     if batch_size < 1:
@@ -137,27 +142,28 @@ def run_benchmark(
         for epoch in range(epochs):
             loader = DataLoader(train_set, batch_size, shuffle=True, generator=shuffles(epoch))
             train_one_epoch(model, loader, loss_fn, optimizer, device, desc="lecture loop")
-    accuracy = evaluate(model, test_loader, loss_fn, device)[1]
+    accuracy = loss_and_accuracy(model, test_loader, loss_fn, device)[1]
     lecture = LoopResult(
         "lecture", timer.seconds, epochs, epochs * len(train_set), memory.peak, accuracy
     )
 
     # 2. The fast loop: the same recipe on TensorData, with the speed levers on.
     model, optimizer = _fresh(seed, lr, device)
-    trainer = FastTrainer(model, optimizer, device, probe_data=fast_train, batch_size=batch_size)
-    probe = ", ".join(f"{k} {v:.3f} s" for k, v in trainer.probe.items()) or "not needed"
+    dtype, timings = fastest_dtype(model, optimizer, device, fast_train, batch_size)
+    trainer = FastTrainer(model, optimizer, device, dtype)
+    probe = ", ".join(f"{k} {v:.3f} s" for k, v in timings.items()) or "not needed"
     log(
         "fast loop: in-memory uint8 data, channels_last, no per-step sync, "
         f"CUDA graphs {'on' if trainer.uses_graphs else 'off'}, mixed precision "
         f"{trainer.dtype or 'off (fp32)'} (speed probe: {probe})"
     )
     warm, warm_optimizer = _fresh(seed + 1, lr, device)
-    warm_trainer = FastTrainer(warm, warm_optimizer, device, amp=trainer.dtype is not None)
+    warm_trainer = FastTrainer(warm, warm_optimizer, device, dtype)
     warm_trainer.train_epoch(fast_train, batch_size, shuffles(-1), max_batches=WARMUP_STEPS)
     with PeakMemory(device) as memory, Timer(device) as timer:
         for epoch in range(epochs):
             trainer.train_epoch(fast_train, batch_size, shuffles(epoch))
-    accuracy = evaluate(trainer.model, test_loader, loss_fn, device)[1]
+    accuracy = loss_and_accuracy(trainer.model, test_loader, loss_fn, device)[1]
     fast = LoopResult("fast", timer.seconds, epochs, epochs * len(train_set), memory.peak, accuracy)
 
     log("")

@@ -7,14 +7,14 @@ import math
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import CourseError
-from .speedrun import DEFAULTS as SPEEDRUN_DEFAULTS
-from .training import TrainConfig
 
-# the speed-run recipe's defaults, on a GPU (True) and elsewhere (False)
-SPEEDRUN = {device == "cuda": d for device, d in SPEEDRUN_DEFAULTS.items()}
+if TYPE_CHECKING:
+    from .engine import Hyper, Recipe, RunConfig
+
+RECIPE_NAMES = ("lecture", "modern", "speedrun")  # cifar_course.recipes.NAMES, without importing it
 
 
 def _number(
@@ -56,76 +56,125 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lecture": {"epochs": 10, "batch_size": 64, "lr": 1e-2, "logdir": "runs/lesson_net"},
-    "modern": {"epochs": 12, "batch_size": 512, "lr": 0.2, "logdir": "runs/modern_net"},
-    "speedrun": {"logdir": "runs/speed_net"},  # epochs, batch and lr: by device, see speedrun.py
-}
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.fast and args.recipe != "lecture":
-        raise CourseError(
-            f"--fast selects the fast loop for the lecture recipe; the {args.recipe} recipe always "
-            "trains with its data in memory and channels_last. Leave out --fast."
-        )
-    if args.ema and args.recipe != "speedrun":
-        raise CourseError(
-            f"--ema adds a weight average to the speedrun recipe; the {args.recipe} recipe has "
-            "none. Leave out --ema, or add --recipe speedrun."
-        )
-    if not args.lookahead and args.recipe != "speedrun":
-        raise CourseError(
-            f"--no-lookahead switches off the speedrun recipe's lookahead; the {args.recipe} "
-            "recipe has none. Leave out --no-lookahead, or add --recipe speedrun."
-        )
-    if args.precision is not None and args.recipe != "speedrun":
-        raise CourseError(
-            f"--precision chooses the speedrun recipe's precision; the {args.recipe} recipe has "
-            "none to choose. Leave out --precision, or add --recipe speedrun."
-        )
-    defaults = RECIPE_DEFAULTS[args.recipe]
-    if args.recipe == "speedrun":
-        from .device import pick_device
+    from .engine import fit
 
-        defaults = {**SPEEDRUN[pick_device(args.device).type == "cuda"], **defaults}
-    batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
-    lr = args.lr
-    if lr is None:
-        lr = defaults["lr"]
-        if args.recipe == "speedrun":  # airbench's learning rate is per image: scale it
-            lr *= batch_size / defaults["batch_size"]
-    config = TrainConfig(
-        epochs=defaults["epochs"] if args.epochs is None else args.epochs,
-        batch_size=batch_size,
-        lr=lr,
-        device=args.device,
-        seed=args.seed,
-        out=args.out,
-        logdir=args.logdir or defaults["logdir"],
-        resume=args.resume,
-        init_from=args.init_from,
-        trust_pickle=args.trust_pickle,
-        fast=args.fast,
-        recipe=args.recipe,
-        ema=args.ema,
-        lookahead=args.lookahead,
-        precision=args.precision or "auto",
-        overwrite=args.overwrite,
-    )
-    if args.recipe == "modern":
-        from .modern import fit_modern
-
-        fit_modern(config)
-    elif args.recipe == "speedrun":
-        from .speedrun import fit_speedrun
-
-        fit_speedrun(config)
-    else:
-        from .training import fit
-
-        fit(config)
+    recipe, run, hyper = train_settings(args)
+    fit(recipe, run, hyper)
     return 0
+
+
+def _flag(field: Any) -> str:
+    """The command-line flag of a settings field: ``--name``, or ``--no-name`` for a switch
+    that is on by default."""
+    name = field.name.replace("_", "-")
+    return f"--no-{name}" if field.default is True else f"--{name}"
+
+
+def _recipe_fields() -> dict[str, list[tuple[str, Any]]]:
+    """Each flag-carrying hyper-parameter field, with the recipes that have it: field name ->
+    [(recipe name, the recipe's field)]."""
+    from dataclasses import fields
+
+    from . import recipes
+
+    owners: dict[str, list[tuple[str, Any]]] = {}
+    for name in recipes.NAMES:
+        for field in fields(recipes.get(name).hyper_type):
+            if field.metadata.get("help"):
+                owners.setdefault(field.name, []).append((name, field))
+    return owners
+
+
+def train_settings(args: argparse.Namespace) -> tuple[type[Recipe], RunConfig, Hyper]:
+    """The recipe, run settings and hyper-parameters that ``cifar-course train``'s parsed
+    ``args`` ask for. A flag of another recipe is refused in one line."""
+    from dataclasses import fields
+
+    from . import recipes
+    from .engine import RunConfig
+
+    recipe = recipes.get(args.recipe)
+    given: dict[str, Any] = {}
+    for name, owned in _recipe_fields().items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if args.recipe not in (owner for owner, _ in owned):
+            flag, owner = _flag(owned[0][1]), owned[0][0]
+            raise CourseError(
+                f"{flag} is a setting of the {owner} recipe; the {args.recipe} recipe has none. "
+                f"Leave out {flag}, or add --recipe {owner}."
+            )
+        given[name] = value
+    run = RunConfig(**{field.name: getattr(args, field.name) for field in fields(RunConfig)})
+    return recipe, run, recipe.hyper_type(**given)
+
+
+def _default_words(recipe: str, field: Any, hyper_type: Any) -> str:
+    """How ``--help`` states a recipe's default of ``field``."""
+    if field.default is None and hasattr(hyper_type, "BY_DEVICE"):
+        cpu, gpu = (hyper_type.BY_DEVICE[d][field.name] for d in ("cpu", "cuda"))
+        note = field.metadata.get("note")
+        return f"{cpu} / {gpu} ({recipe} on a CPU / GPU{'; ' + note if note else ''})"
+    return f"{field.default} ({recipe})"
+
+
+def _argparse_options(field: Any) -> dict[str, Any]:
+    """What a settings field's metadata passes on to argparse."""
+    return {k: v for k, v in field.metadata.items() if k in ("choices", "metavar")}
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """``train``'s flags: ``--recipe``, every recipe's hyper-parameters (from their dataclasses,
+    with each recipe's default), then the run's settings (from ``RunConfig``)."""
+    from dataclasses import fields
+
+    from . import recipes
+    from .engine import RunConfig
+
+    parser.add_argument(
+        "--recipe",
+        choices=recipes.NAMES,
+        default="lecture",
+        help="lecture: the lesson net as taught; modern: lesson 06's network and recipe; "
+        "speedrun: lesson 08's (airbench94's widths on a GPU, half of them on a CPU)",
+    )
+    for name, owned in _recipe_fields().items():
+        field = owned[0][1]
+        words = [_default_words(r, f, recipes.get(r).hyper_type) for r, f in owned]
+        help_text = field.metadata["help"]
+        if len(owned) < len(recipes.NAMES):  # a setting of some recipes only
+            help_text = f"{', '.join(r for r, _ in owned)}: {help_text}"
+        extra = _argparse_options(field)
+        if "bool" in str(field.type):
+            on = field.default is not True
+            if not on:
+                help_text = help_text.replace(": ", ": switch off ", 1)
+            parser.add_argument(
+                _flag(field), dest=name, action="store_const", const=on, help=help_text
+            )
+            continue
+        kind = int if "int" in str(field.type) else float if "float" in str(field.type) else str
+        parser.add_argument(
+            _flag(field),
+            dest=name,
+            type=kind,
+            help=f"{help_text}; default: {', '.join(words)}",
+            **extra,
+        )
+    for field in fields(RunConfig):
+        extra = _argparse_options(field)
+        help_text = field.metadata["help"]
+        if "bool" in str(field.type):
+            parser.add_argument(_flag(field), action="store_true", help=help_text)
+            continue
+        if field.default is not None:
+            help_text += " (default: %(default)s)"
+        kind = seed if field.name == "seed" else str
+        parser.add_argument(
+            _flag(field), dest=field.name, type=kind, default=field.default, help=help_text, **extra
+        )
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -140,13 +189,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from torchvision import transforms
 
     from .checkpoints import load_model
-    from .data import CIFAR10, CLASSES
+    from .data import CLASSES, CourseCIFAR10
     from .device import pick_device
-    from .training import per_class_accuracy, predict_all
+    from .evaluate import per_class_accuracy, predict_all
 
     device = pick_device(args.device)
     model = load_model(args.checkpoint, device, args.trust_pickle, log=say)
-    test_set = CIFAR10(train=False, transform=transforms.ToTensor())
+    test_set = CourseCIFAR10(train=False, transform=transforms.ToTensor())
     loader = DataLoader(test_set, batch_size=args.batch_size)
     _, predicted, targets = predict_all(model, loader, device)
     accuracy = (predicted == targets).float().mean().item()
@@ -155,7 +204,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {acc:.2%}")
     if args.tta:
         from .data import TensorData
-        from .modern import evaluate_tta
+        from .evaluate import evaluate_tta
 
         views = evaluate_tta(model, TensorData(False, device), args.batch_size)
         print(
@@ -222,9 +271,10 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one sub-command per job."""
-    defaults = TrainConfig()
+def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per job. ``train``'s flags come from the
+    recipes' dataclasses, which import PyTorch: without ``train_flags`` they are left out, so
+    that ``cifar-course --help`` and the other commands start quickly."""
     parser = OneLineParser(
         prog="cifar-course", description="The cifar-course helpers: CIFAR-10 with PyTorch."
     )
@@ -236,98 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train the lesson net (the lecture's recipe by default)",
-        description="Train a network on CIFAR-10. Under torchrun (torchrun --nproc-per-node N "
-        "-m cifar_course train ...) it trains one model with DistributedDataParallel: N "
-        "processes, rank 0 printing, logging and saving.",
+        description="Train a network on CIFAR-10 with one of the course's recipes. Under "
+        "torchrun (torchrun --nproc-per-node N -m cifar_course train ...) it trains one model "
+        "with DistributedDataParallel: N processes, rank 0 printing, logging and saving.",
     )
-    p.add_argument(
-        "--recipe",
-        choices=["lecture", "modern", "speedrun"],
-        default="lecture",
-        help="lecture: the lesson net as taught; modern: lesson 06's network and recipe; "
-        "speedrun: lesson 08's (airbench94's widths on a GPU, half of them on a CPU)",
-    )
-    p.add_argument(
-        "--epochs",
-        type=int,
-        help=f"default: 10 (lecture), 12 (modern), {SPEEDRUN[False]['epochs']} / "
-        f"{SPEEDRUN[True]['epochs']} (speedrun on a CPU / GPU)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        help=f"default: 64 (lecture), 512 (modern), {SPEEDRUN[False]['batch_size']} / "
-        f"{SPEEDRUN[True]['batch_size']} (speedrun on a CPU / GPU); under torchrun the global "
-        "batch, split evenly over the processes",
-    )
-    p.add_argument(
-        "--lr",
-        type=float,
-        help="SGD (peak) learning rate; default 0.01 (lecture), 0.2 (modern), "
-        f"{SPEEDRUN[False]['lr']} / {SPEEDRUN[True]['lr']} (speedrun on a CPU / GPU, at its "
-        "default batch size; scaled with --batch-size)",
-    )
-    p.add_argument(
-        "--device",
-        default=defaults.device,
-        choices=["auto", "cpu", "cuda", "mps"],
-        help="default: %(default)s (cuda, then mps, then cpu)",
-    )
-    p.add_argument("--seed", type=seed, default=defaults.seed, help="default: %(default)s")
-    p.add_argument(
-        "--out",
-        default=defaults.out,
-        metavar="DIR",
-        help="folder for the per-epoch checkpoints (%(default)s)",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an earlier run's checkpoints in --out and its TensorBoard events in "
-        "--logdir (without it, a run that would write over them refuses to start)",
-    )
-    p.add_argument(
-        "--logdir",
-        metavar="DIR",
-        help="TensorBoard log folder (default: runs/lesson_net, runs/modern_net or runs/speed_net)",
-    )
-    p.add_argument(
-        "--resume",
-        metavar="CHECKPOINT",
-        help="continue from a checkpoint written by an earlier run",
-    )
-    p.add_argument(
-        "--init-from",
-        metavar="FILE",
-        help="start a new run (epoch 1, new optimizer) from the weights in FILE: any checkpoint, "
-        "state_dict or lecture file that evaluate accepts",
-    )
-    p.add_argument(
-        "--fast",
-        action="store_true",
-        help="lecture recipe, faster loop: data in memory, channels_last, mixed precision",
-    )
-    p.add_argument(
-        "--ema",
-        action="store_true",
-        help="speedrun: evaluate and save an exponential moving average of the weights instead of "
-        "the last weights (lesson 08 measures whether it pays)",
-    )
-    p.add_argument(
-        "--no-lookahead",
-        dest="lookahead",
-        action="store_false",
-        help="speedrun: train without the lookahead (every 5 steps, the weights are pulled back "
-        "towards a slow average of themselves)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        help="speedrun: fp32, or bf16 autocast (refused where it cannot run well); auto, the "
-        "default: bf16 on CUDA GPUs of compute capability 8 or newer and on CPUs where a few timed "
-        "steps find it at least 1.15x as fast. A resumed run keeps its checkpoint's precision.",
-    )
-    add_trust_flag(p)
+    if train_flags:
+        add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("benchmark", help="time the lecture's loop against the fast loop")
@@ -338,11 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs per loop (%(default)s); 10 compares the recipe's accuracy too",
     )
     p.add_argument(
-        "--batch-size", type=at_least_one, default=defaults.batch_size, help="default: %(default)s"
+        "--batch-size", type=at_least_one, help="default: the lecture recipe's batch size"
     )
-    p.add_argument("--lr", type=positive, default=defaults.lr, help="default: %(default)s")
+    p.add_argument("--lr", type=positive, help="default: the lecture recipe's learning rate")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--seed", type=seed, default=defaults.seed, help="default: %(default)s")
+    p.add_argument("--seed", type=seed, default=0, help="default: %(default)s")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("evaluate", help="test accuracy of a checkpoint, overall and per class")
@@ -390,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a sub-command; turn a CourseError into one line on stderr and exit 1."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(train_flags=argv[:1] == ["train"]).parse_args(argv)
     try:
         return int(args.func(args))
     except CourseError as exc:

@@ -244,11 +244,12 @@ def default_limit(train: bool) -> int | None:
     return SMOKE_TRAIN if train else SMOKE_TEST
 
 
-class CIFAR10(Dataset):
+class CourseCIFAR10(Dataset):
     """CIFAR-10 as a torchvision-style Dataset: ``dataset[i]`` is ``(transform(PIL image), label)``.
 
     torchvision's own ``CIFAR10`` checks the official md5 sums and so refuses re-packed copies
-    such as the course's shared one; this class reads the same python batches without that check.
+    such as the course's shared one; this class reads the same python batches without that check
+    (``verify_files`` checks them against the copy's own ``MD5SUMS``).
     """
 
     def __init__(
@@ -279,19 +280,19 @@ class CIFAR10(Dataset):
 
     def __repr__(self) -> str:
         split = "train" if self.train else "test"
-        return f"CIFAR10({split}, {len(self)} images, root='{self.root}')"
+        return f"CourseCIFAR10({split}, {len(self)} images, root='{self.root}')"
 
 
 def get_datasets(
     transform: Callable[[Image.Image], Any] | None = None,
-) -> tuple[CIFAR10, CIFAR10]:
+) -> tuple[CourseCIFAR10, CourseCIFAR10]:
     """The lesson's train and test sets; ``transform`` defaults to ``ToTensor()``."""
     if transform is None:
         from torchvision import transforms
 
         transform = transforms.ToTensor()
     root = find_data_root()
-    return CIFAR10(True, transform, root), CIFAR10(False, transform, root)
+    return CourseCIFAR10(True, transform, root), CourseCIFAR10(False, transform, root)
 
 
 def shuffled_order(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -333,32 +334,40 @@ class TensorData:
     def batches(
         self,
         batch_size: int,
+        *,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         channels_last: bool = False,
         max_batches: int | None = None,
-        order: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images float [B,3,32,32] in [0,1], labels [B])`` on the device.
 
-        ``order``, when given, is the exact sequence of indices to serve (a process's share of a
-        distributed epoch); ``shuffle`` and ``generator`` are then not used.
+        ``indices``, when given, is the exact sequence of images to serve (a process's share of
+        a distributed epoch); ``shuffle`` and ``generator`` are then not used.
         """
-        for idx in self.batch_indices(batch_size, shuffle, generator, max_batches, order):
+        for idx in self.batch_indices(
+            batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            max_batches=max_batches,
+            indices=indices,
+        ):
             yield self.batch(idx, channels_last)
 
     def batch_indices(
         self,
         batch_size: int,
+        *,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         max_batches: int | None = None,
-        order: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the indices of each batch, in the order ``batches`` serves them."""
         n = len(self)
-        if order is not None:
-            n, order = len(order), order.to(self.device)
+        if indices is not None:
+            n, order = len(indices), indices.to(self.device)
         elif shuffle:
             order = shuffled_order(n, generator).to(self.device)
         else:

@@ -59,7 +59,7 @@ def keep_freed_memory() -> bool:
 def cpu_bf16_supported() -> bool:
     """Whether PyTorch's oneDNN can run bf16 on this CPU (natively, or emulated on AVX-512).
     False in a PyTorch built without oneDNN, where the query itself does not exist. The one check
-    behind ``FastTrainer.dtype_for`` and the speed-run's choice of precision."""
+    behind ``precision.mixed_dtype`` and so behind every choice of precision."""
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 

@@ -22,15 +22,14 @@ work is fed to the hardware changes:
 from __future__ import annotations
 
 import copy
-import math
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from . import precision
 from .data import TensorData
-from .device import cpu_bf16_supported, cuda_bf16_native, keep_freed_memory, synchronize
+from .device import keep_freed_memory
 
 
 class FastTrainer:
@@ -41,23 +40,21 @@ class FastTrainer:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         device: torch.device,
-        amp: bool | None = None,
-        channels_last: bool = True,
-        probe_data: TensorData | None = None,
-        batch_size: int = 64,
-        graphs: bool | None = None,
+        dtype: torch.dtype | None = None,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
+        graphs: bool | None = None,
     ) -> None:
-        """``amp``: True forces mixed precision, False turns it off, None measures which is faster
-        on ``probe_data`` (a few steps on a throwaway copy of the model).
-
-        ``graphs``: replay each full batch's step as a CUDA graph. None means wherever it is
-        possible: on CUDA, with plain SGD (no momentum, no weight decay) and no fp16 scaler.
+        """``dtype``: the autocast type of the steps (bf16, or fp16 with a gradient scaler), None
+        for fp32; ``fastest_dtype`` measures which pays.
 
         ``wrap``: train through ``wrap(model)`` (``DistributedDataParallel`` under torchrun) while
-        evaluating the plain model; no CUDA graphs then."""
+        evaluating the plain model; no CUDA graphs then.
+
+        ``graphs``: replay each full batch's step as a CUDA graph. None means wherever it is
+        possible: on CUDA, with plain SGD (no momentum, no weight decay), no wrap and no fp16
+        scaler."""
         self.device = device
-        self.channels_last = channels_last
+        self.channels_last = True
         self.want_graphs = graphs
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_key: tuple[object, ...] = ()
@@ -65,67 +62,12 @@ class FastTrainer:
         self._graph_loss_sum = torch.zeros(())
         if device.type == "cpu":
             keep_freed_memory()
-        memory_format = torch.channels_last if channels_last else torch.preserve_format
-        self.model = model.to(device, memory_format=memory_format)
+        self.model = model.to(device, memory_format=torch.channels_last)
         self.train_model = wrap(self.model) if wrap is not None else self.model
         self.optimizer = optimizer
         self.loss_fn = nn.CrossEntropyLoss()
-        self.dtype: torch.dtype | None = None
-        self.scaler = torch.amp.GradScaler(device.type, enabled=False)
-        self.probe: dict[str, float] = {}
-        if amp or (amp is None and probe_data is not None):
-            self.dtype = self.dtype_for(device)
-        if amp is None and probe_data is not None and self.dtype is not None:
-            self.dtype = self._fastest_dtype(probe_data, batch_size)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-
-    def _fastest_dtype(
-        self, data: TensorData, batch_size: int, steps: int | None = None
-    ) -> torch.dtype | None:
-        """Time a few training steps in fp32 and in mixed precision on copies; return the faster.
-
-        Each precision is timed twice, in the order fp32, mixed, mixed, fp32, each time on a fresh
-        copy after 3 warm-up steps, and its faster block counts (``self.probe``): a moment when
-        the machine runs slow then cannot decide alone, as it once did for the speed-run's probe
-        (``speedrun.cpu_bf16_speedup``). 15 steps a block on a CPU (about 0.3 s each); 200 on a GPU,
-        where a step takes well under a millisecond.
-        """
-        steps = steps or (15 if self.device.type == "cpu" else 200)
-        if self.train_model is not self.model:
-            raise ValueError("the speed probe runs on plain copies of the model: do not pass wrap")
-        chosen, original = self.dtype, (self.model, self.optimizer, self.scaler)
-        self.probe = {}
-        for dtype in (None, chosen, chosen, None):
-            self.model = self.train_model = copy.deepcopy(original[0])
-            self.optimizer = type(original[1])(self.model.parameters(), **original[1].defaults)
-            self.dtype = dtype
-            self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
-            self._graph = None
-            order = torch.Generator().manual_seed(0)  # leave the global RNG alone
-            self.train_epoch(data, batch_size, order, max_batches=3)  # warm-up
-            synchronize(self.device)
-            began = time.perf_counter()
-            self.train_epoch(data, batch_size, order, max_batches=steps)
-            synchronize(self.device)
-            name = str(dtype or "fp32").replace("torch.", "")
-            self.probe[name] = min(self.probe.get(name, math.inf), time.perf_counter() - began)
-        self.model, self.optimizer, self.scaler = original
-        self.train_model = self.model
-        self._graph = None
-        fp32, mixed = self.probe.values()
-        return chosen if mixed < fp32 else None
-
-    @staticmethod
-    def dtype_for(device: torch.device) -> torch.dtype | None:
-        """The mixed-precision type worth using on ``device``, or None where it would not pay."""
-        if device.type == "cuda":
-            # older GPUs: fp16, with a gradient scaler
-            return torch.bfloat16 if cuda_bf16_native(device) else torch.float16
-        if device.type == "cpu":
-            # bf16 wherever oneDNN has it (natively, or emulated on AVX-512); the probe then
-            # finds out whether it pays: on the course's AVX-512 BF16 Xeon it did not.
-            return torch.bfloat16 if cpu_bf16_supported() else None
-        return None
+        self.dtype = dtype
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     def _autocast(self) -> torch.autocast:
         # No weight-cast cache: a CUDA graph must redo the casts on every replay.
@@ -207,18 +149,25 @@ class FastTrainer:
         batch_size: int,
         generator: torch.Generator | None = None,
         max_batches: int | None = None,
-        order: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One shuffled pass over ``data``; returns the mean loss as a device tensor (no sync).
 
-        ``order``: the indices to visit instead of a shuffle (this process's share under DDP).
+        ``indices``: the images to visit instead of a shuffle (this process's share under DDP).
         """
         self.train_model.train()
-        if self.uses_graphs and order is None:
+        if self.uses_graphs and indices is None:
             return self._train_epoch_graphed(data, batch_size, generator, max_batches)
         total = torch.zeros((), device=self.device)
         seen = 0
-        batches = data.batches(batch_size, True, generator, self.channels_last, max_batches, order)
+        batches = data.batches(
+            batch_size,
+            shuffle=True,
+            generator=generator,
+            channels_last=self.channels_last,
+            max_batches=max_batches,
+            indices=indices,
+        )
         for images, targets in batches:
             total += self._step(images, targets) * len(targets)
             seen += len(targets)
@@ -238,7 +187,10 @@ class FastTrainer:
         self._graph_loss_sum.zero_()
         tail = torch.zeros((), device=self.device)
         seen = 0
-        for idx in data.batch_indices(batch_size, True, generator, max_batches):
+        batches = data.batch_indices(
+            batch_size, shuffle=True, generator=generator, max_batches=max_batches
+        )
+        for idx in batches:
             if len(idx) == batch_size:
                 self._graph_idx.copy_(idx)
                 self._graph.replay()
@@ -258,3 +210,35 @@ class FastTrainer:
             loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
             correct += (logits.argmax(1) == targets).sum()
         return (loss_sum / len(data)).item(), (correct / len(data)).item()
+
+
+def fastest_dtype(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    data: TensorData,
+    batch_size: int,
+) -> tuple[torch.dtype | None, dict[str, float]]:
+    """The precision the fast loop should train ``model`` in on ``device``: mixed precision
+    (``precision.mixed_dtype``) where ``precision.speedup`` finds that it ``precision.pays``,
+    else None (fp32); and the probe's times.
+
+    Each timed block is a few training steps of the fast loop on ``data``, each precision on its
+    own copy of ``model`` and ``optimizer``, which are left as they were: 10 steps a block on a
+    CPU (about 0.2 s), 200 on a GPU, where a step takes well under a millisecond."""
+    mixed = precision.mixed_dtype(device, fp16=True)
+    if mixed is None:
+        return None, {}
+    steps = 10 if device.type == "cpu" else 200
+    generator = torch.Generator().manual_seed(0)  # leave the global random state alone
+
+    def block(dtype: torch.dtype | None) -> Callable[[], object]:
+        copied = copy.deepcopy(model)
+        trainer = FastTrainer(
+            copied, type(optimizer)(copied.parameters(), **optimizer.defaults), device, dtype
+        )
+        return lambda: trainer.train_epoch(data, batch_size, generator, max_batches=steps)
+
+    fp32, fast = precision.speedup(block(None), block(mixed), device, repeats=2)
+    timings = {"fp32": fp32, str(mixed).replace("torch.", ""): fast}
+    return (mixed if precision.pays(fp32, fast, device) else None), timings

@@ -126,7 +126,7 @@ class ConvGroup(nn.Sequential):
 
 class SpeedNet(nn.Module):
     """Lesson 08's network: a frozen whitening layer, three ``ConvGroup`` s (31, 15, 7, 3 px) and
-    a linear head; airbench94's shape and widths (see ``cifar_course.speedrun``)."""
+    a linear head; airbench94's shape and widths (see ``cifar_course.recipes.speedrun``)."""
 
     widths: tuple[int, int, int] = (64, 256, 256)
     whiten_kernel = 2

@@ -141,67 +141,97 @@ def test_train_fast_flag_reaches_the_fast_loop(data_root, tmp_path, capsys):
     assert "(fast loop)" in out and "final test accuracy:" in out
 
 
-def test_each_recipe_has_its_own_defaults(monkeypatch):
-    from cifar_course import modern, training
+def settings(*args: str) -> tuple[type, object, object]:
+    """What ``cifar-course train ARGS`` would train: (recipe, run settings, hyper-parameters)."""
+    from cifar_course.cli import build_parser, train_settings
 
-    seen = []
-    monkeypatch.setattr(training, "fit", seen.append)
-    monkeypatch.setattr(modern, "fit_modern", seen.append)
-    assert main(["train"]) == 0
-    assert main(["train", "--recipe", "modern"]) == 0
-    assert main(["train", "--recipe", "modern", "--epochs", "3", "--lr", "0.1"]) == 0
-    lecture, modern_default, modern_chosen = seen
-    assert (lecture.epochs, lecture.batch_size, lecture.lr) == (10, 64, 1e-2)
-    assert (modern_default.epochs, modern_default.batch_size, modern_default.lr) == (12, 512, 0.2)
-    assert modern_default.logdir == "runs/modern_net" and modern_default.recipe == "modern"
-    assert (modern_chosen.epochs, modern_chosen.batch_size, modern_chosen.lr) == (3, 512, 0.1)
+    return train_settings(build_parser().parse_args(["train", *args]))
 
 
-def test_the_speedrun_recipe_takes_its_defaults_from_the_device(monkeypatch):
-    from cifar_course import device, speedrun
+def test_each_recipe_has_its_own_defaults():
+    from cifar_course.recipes.lecture import Lecture
+    from cifar_course.recipes.modern import Modern
 
-    seen = []
-    monkeypatch.setattr(speedrun, "fit_speedrun", seen.append)
-    assert main(["train", "--recipe", "speedrun", "--device", "cpu"]) == 0
-    monkeypatch.setattr(device.torch.cuda, "is_available", lambda: True)
-    assert main(["train", "--recipe", "speedrun", "--device", "cuda", "--batch-size", "256"]) == 0
-    assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--ema"]) == 0
-    assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--no-lookahead"]) == 0
-    assert main(["train", "--recipe", "speedrun", "--device", "cpu", "--precision", "bf16"]) == 0
-    on_cpu, on_gpu, ema, plain, bf16 = seen
-    assert (on_cpu.precision, on_gpu.precision, bf16.precision) == ("auto", "auto", "bf16")
-    assert (on_cpu.ema, on_gpu.ema, ema.ema, plain.ema) == (False, False, True, False)
-    assert (on_cpu.lookahead, ema.lookahead, plain.lookahead) == (True, True, False)
-    assert on_gpu.lookahead
+    recipe, run, lecture = settings()
+    assert recipe is Lecture and run.logdir is None and Lecture.logdir == "runs/lesson_net"
+    assert (lecture.epochs, lecture.batch_size, lecture.lr, lecture.fast) == (10, 64, 1e-2, False)
+    recipe, run, modern = settings("--recipe", "modern")
+    assert recipe is Modern and Modern.logdir == "runs/modern_net"
+    assert (modern.epochs, modern.batch_size, modern.lr) == (12, 512, 0.2)
+    _, _, chosen = settings("--recipe", "modern", "--epochs", "3", "--lr", "0.1")
+    assert (chosen.epochs, chosen.batch_size, chosen.lr) == (3, 512, 0.1)
+
+
+def test_the_speedrun_recipe_takes_its_defaults_from_the_device():
+    """The same settings from Python and from the command line: the recipe's dataclass resolves
+    them for the device, with the learning rate scaled per image of the batch."""
+    from cifar_course.recipes.speedrun import Speedrun, SpeedrunHyper
+
+    recipe, _, hyper = settings("--recipe", "speedrun")
+    assert recipe is Speedrun and Speedrun.logdir == "runs/speed_net"
+    on_cpu, on_gpu = hyper.resolved("cpu"), hyper.resolved("cuda")
     assert (on_cpu.epochs, on_cpu.batch_size, on_cpu.lr) == (9, 512, 0.75)
-    assert on_cpu.logdir == "runs/speed_net" and on_cpu.recipe == "speedrun"
-    assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 256, 1.5 / 4)  # per image
+    assert (on_gpu.epochs, on_gpu.batch_size, on_gpu.lr) == (10, 1024, 1.5)
+    assert on_cpu.precision == "auto" and on_cpu.lookahead and not on_cpu.ema
+    small = settings("--recipe", "speedrun", "--batch-size", "256")[2].resolved("cuda")
+    assert (small.epochs, small.batch_size, small.lr) == (10, 256, 1.5 / 4)  # per image
+    assert SpeedrunHyper(batch_size=256).resolved("cuda") == small  # the same from Python
+    assert settings("--recipe", "speedrun", "--ema")[2].ema
+    assert not settings("--recipe", "speedrun", "--no-lookahead")[2].lookahead
+    assert settings("--recipe", "speedrun", "--precision", "bf16")[2].precision == "bf16"
+    muon = SpeedrunHyper(optimizer="muon").resolved("cpu")  # Muon's own, on any device
+    assert (muon.epochs, muon.batch_size, muon.lr) == (8, 2000, 0.24)
+
+
+def test_train_help_shows_each_recipes_real_defaults(capsys):
+    """--help's defaults come from the recipes' dataclasses, so they cannot drift from them."""
+    from cifar_course.recipes.lecture import LectureHyper
+    from cifar_course.recipes.modern import ModernHyper
+    from cifar_course.recipes.speedrun import SpeedrunHyper
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    cpu, gpu = SpeedrunHyper.BY_DEVICE["cpu"], SpeedrunHyper.BY_DEVICE["cuda"]
+    assert (
+        f"default: {LectureHyper().epochs} (lecture), {ModernHyper().epochs} (modern), "
+        f"{cpu['epochs']} / {gpu['epochs']} (speedrun on a CPU / GPU)" in text
+    )
+    assert f"{LectureHyper().lr} (lecture), {ModernHyper().lr} (modern)" in text
+    assert "--no-lookahead speedrun: switch off lookahead" in text
+
+
+def test_the_top_level_help_loads_no_recipe_and_no_tensorboard():
+    """cifar-course --help answers at once: it imports neither PyTorch's recipes nor
+    TensorBoard (a fresh interpreter, as the command runs)."""
+    script = (
+        "import sys\n"
+        "from cifar_course.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "loaded = [m for m in sys.modules if m.startswith(('cifar_course.recipes', 'torch', "
+        "'tensorboard'))]\n"
+        "print(loaded)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize("recipe", ["modern", "speedrun"])
-def test_fast_with_another_recipe_is_refused_before_anything_runs(
-    monkeypatch, capsys, tmp_path, recipe
-):
-    from cifar_course import modern, speedrun
-
-    monkeypatch.setattr(modern, "fit_modern", lambda config: pytest.fail("must not train"))
-    monkeypatch.setattr(speedrun, "fit_speedrun", lambda config: pytest.fail("must not train"))
+def test_fast_with_another_recipe_is_refused_before_anything_runs(capsys, tmp_path, recipe):
     out = tmp_path / "ck"
     assert main(["train", "--recipe", recipe, "--fast", "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert f"the {recipe} recipe always trains" in err and "Leave out --fast" in err
+    assert_one_clear_line(err, f"--fast is a setting of the lecture recipe; the {recipe} recipe")
+    assert "Leave out --fast, or add --recipe lecture" in err
     assert not out.exists()
 
 
 @pytest.mark.parametrize("recipe", ["lecture", "modern"])
 @pytest.mark.parametrize("flag", ["--ema", "--no-lookahead", "--precision=fp32"])
 def test_the_speedrun_switches_with_another_recipe_are_refused_before_anything_runs(
-    monkeypatch, capsys, tmp_path, recipe, flag
+    capsys, tmp_path, recipe, flag
 ):
-    from cifar_course import modern, training
-
-    monkeypatch.setattr(modern, "fit_modern", lambda config: pytest.fail("must not train"))
-    monkeypatch.setattr(training, "fit", lambda config: pytest.fail("must not train"))
     out = tmp_path / "ck"
     assert main(["train", "--recipe", recipe, flag, "--out", str(out)]) == 1
     err = capsys.readouterr().err

@@ -26,7 +26,7 @@ def test_smoke_slice_sizes_and_items(data_root):
 
 
 def test_tensor_path_matches_totensor(data_root):
-    train = data.CIFAR10(True, transforms.ToTensor())
+    train = data.CourseCIFAR10(True, transforms.ToTensor())
     fast = data.TensorData(True)
     images, labels = next(fast.batches(16))
     expected = torch.stack([train[i][0] for i in range(16)])

@@ -19,8 +19,9 @@ import torch
 import torch.distributed as dist
 
 from cifar_course import distributed
+from cifar_course.engine import RunConfig, fit, seed_everything, starting_point
 from cifar_course.models import build_model
-from cifar_course.training import TrainConfig, fit, restart_resume, seed_everything
+from cifar_course.recipes.lecture import Lecture, LectureHyper
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = {"OMP_NUM_THREADS": "1", "CIFAR_COURSE_SMOKE": "1"}  # one thread per process, the slice
@@ -252,10 +253,8 @@ def test_without_torchrun_no_process_group_is_started(tmp_path, data_root, monke
         raise AssertionError("a plain run started a process group")
 
     monkeypatch.setattr(dist, "init_process_group", refuse)
-    config = TrainConfig(
-        epochs=1, device="cpu", out=str(tmp_path / "out"), logdir=str(tmp_path / "runs")
-    )
-    history = fit(config, log=lambda message: None)
+    run = RunConfig(device="cpu", out=str(tmp_path / "out"), logdir=str(tmp_path / "runs"))
+    history = fit(Lecture, run, LectureHyper(epochs=1), log=lambda message: None)
     assert len(history) == 1 and not dist.is_initialized()
 
 
@@ -276,10 +275,10 @@ def test_a_restart_of_a_resumed_job_prefers_the_jobs_own_newer_checkpoint(
 ):
     out = tmp_path / "out"
     out.mkdir()
-    config = TrainConfig(out=str(out), resume="earlier/lesson_net_epoch03.pt")
+    run = RunConfig(out=str(out), resume="earlier/lesson_net_epoch03.pt")
     notes: list[str] = []
-    restart_resume(config, "lesson_net", one_process_group, notes.append)
-    assert config.resume == "earlier/lesson_net_epoch03.pt"  # nothing of this job yet
+    found = starting_point(run, "lesson_net", one_process_group, notes.append)
+    assert found == ("earlier/lesson_net_epoch03.pt", None)  # nothing of this job yet
     assert notes == [
         "torchrun restart 1: no checkpoint of this job yet, starting again from "
         "earlier/lesson_net_epoch03.pt"
@@ -287,8 +286,9 @@ def test_a_restart_of_a_resumed_job_prefers_the_jobs_own_newer_checkpoint(
     torch.save(
         {"model": {}, "epoch": 4, "config": {"run_id": "this-run"}}, out / "lesson_net_epoch04.pt"
     )
-    restart_resume(config, "lesson_net", one_process_group, notes.append)
-    assert config.resume == str(out / "lesson_net_epoch04.pt")
+    found = starting_point(run, "lesson_net", one_process_group, notes.append)
+    assert found == (str(out / "lesson_net_epoch04.pt"), None)
+    assert run.resume == "earlier/lesson_net_epoch03.pt"  # the settings themselves stay as given
 
 
 @pytest.mark.distributed

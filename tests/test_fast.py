@@ -2,19 +2,19 @@ import copy
 import platform
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 from torchvision import transforms
 
-from cifar_course import data, fast
+from cifar_course import data, precision
 from cifar_course.benchmark import run_benchmark
 from cifar_course.checkpoints import load_model
-from cifar_course.fast import FastTrainer
+from cifar_course.engine import RunConfig, fit, seed_everything
+from cifar_course.fast import FastTrainer, fastest_dtype
 from cifar_course.models import LessonNet
-from cifar_course.training import TrainConfig, fit, seed_everything, train_one_epoch
+from cifar_course.recipes.lecture import Lecture, LectureHyper, train_one_epoch
 
 
 def one_batch(size=64):
@@ -26,7 +26,7 @@ def test_channels_last_batches_hold_the_totensor_values(data_root):
     fast = data.TensorData(True, limit=32)
     images, labels = next(fast.batches(32, channels_last=True))
     assert images.is_contiguous(memory_format=torch.channels_last)
-    plain = data.CIFAR10(True, transforms.ToTensor(), limit=32)
+    plain = data.CourseCIFAR10(True, transforms.ToTensor(), limit=32)
     torch.testing.assert_close(images, torch.stack([plain[i][0] for i in range(32)]))
     assert labels.tolist() == plain.targets
 
@@ -40,9 +40,7 @@ def test_fast_step_computes_the_plain_step_in_fp32(data_root):
     loss, _ = train_one_epoch(
         plain, [(images, targets)], nn.CrossEntropyLoss(), plain_opt, torch.device("cpu")
     )
-    trainer = FastTrainer(
-        twin, torch.optim.SGD(twin.parameters(), lr=1e-2), torch.device("cpu"), amp=False
-    )
+    trainer = FastTrainer(twin, torch.optim.SGD(twin.parameters(), lr=1e-2), torch.device("cpu"))
     # the one batch, in a shuffled order: the loss of a whole batch does not depend on the order
     fast_loss = trainer.train_epoch(fast_data, 64, torch.Generator().manual_seed(0)).item()
     assert abs(fast_loss - loss) < 1e-5
@@ -56,11 +54,12 @@ def test_mixed_precision_step_stays_close(data_root):
     model = LessonNet()
     with torch.no_grad():
         reference = nn.functional.cross_entropy(model(images), targets).item()
-    trainer = FastTrainer(
-        model, torch.optim.SGD(model.parameters(), lr=1e-2), torch.device("cpu"), amp=True
-    )
-    if trainer.dtype is None:  # no mixed precision on this CPU: nothing to compare
+    dtype = precision.mixed_dtype(torch.device("cpu"))
+    if dtype is None:  # no mixed precision on this CPU: nothing to compare
         return
+    trainer = FastTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=1e-2), torch.device("cpu"), dtype
+    )
     loss = trainer.train_epoch(fast_data, 64, torch.Generator().manual_seed(0)).item()
     assert abs(loss - reference) < 2e-2
 
@@ -78,47 +77,41 @@ def test_fast_loop_learns_clearly_above_chance(data_root):
 
 def test_speed_probe_picks_one_of_the_candidates(data_root):
     model = LessonNet()
-    trainer = FastTrainer(
-        model,
-        torch.optim.SGD(model.parameters(), lr=1e-2),
-        torch.device("cpu"),
-        probe_data=data.TensorData(True, limit=1024),
-    )
-    if FastTrainer.dtype_for(torch.device("cpu")) is not None:
-        assert set(trainer.probe) == {"fp32", "bfloat16"}
-        faster = min(trainer.probe, key=trainer.probe.get)
-        assert str(trainer.dtype or "fp32").replace("torch.", "") == faster
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    cpu = torch.device("cpu")
+    dtype, times = fastest_dtype(model, optimizer, cpu, data.TensorData(True, limit=1024), 64)
+    if precision.mixed_dtype(cpu) is not None:
+        assert set(times) == {"fp32", "bfloat16"}
+        pays = precision.pays(times["fp32"], times["bfloat16"], cpu)
+        assert dtype == (torch.bfloat16 if pays else None)
     # the probe trained copies, never the model itself
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_a_slow_moment_during_the_speed_probe_does_not_decide(monkeypatch, data_root):
-    """Each precision is timed in two blocks (fp32, bf16, bf16, fp32) and its faster block counts:
-    the first bf16 block made 10 times slower, as by another program taking the CPU for a moment,
-    leaves the verdict to the second one. (Timed once each, as before, this picked fp32.)"""
-    clock = {"now": 0.0, "steps": 0}
-    real_step = FastTrainer._step
+def test_a_slow_moment_during_the_speed_probe_does_not_decide():
+    """Each precision is timed in turn, one warm-up call and then three calls each, and its
+    fastest call counts: the first timed bf16 call made 10 times slower, as by another program
+    taking the CPU for a moment, leaves the verdict to the others. (Timed once each, one after
+    the other, a probe picked fp32 that way.)"""
+    clock = {"now": 0.0}
+    calls = []
 
-    def step(self, images, targets):  # a fake clock: fp32 steps take 2 s, bf16 steps 1 s
-        clock["steps"] += 1
-        slow = 21 < clock["steps"] <= 36  # the timed steps of the first bf16 block
-        clock["now"] += (2.0 if self.dtype is None else 1.0) * (10 if slow else 1)
-        return real_step(self, images, targets)
+    def block(seconds: float, name: str):
+        def run():
+            calls.append(name)
+            slow = calls.count(name) == 2 and name == "bf16"  # the first timed bf16 call
+            clock["now"] += seconds * (10 if slow else 1)
 
-    monkeypatch.setattr(FastTrainer, "_step", step)
-    monkeypatch.setattr(fast, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
-    monkeypatch.setattr(FastTrainer, "dtype_for", staticmethod(lambda device: torch.bfloat16))
-    model = LessonNet()
-    trainer = FastTrainer(
-        model,
-        torch.optim.SGD(model.parameters(), lr=1e-2),
-        torch.device("cpu"),
-        probe_data=data.TensorData(True, limit=64),
-        batch_size=4,
+        return run
+
+    times = precision.speedup(
+        block(2.0, "fp32"), block(1.0, "bf16"), torch.device("cpu"), clock=lambda: clock["now"]
     )
-    assert clock["steps"] == 4 * (3 + 15)  # four blocks: 3 warm-up steps, then 15 timed
-    assert trainer.probe == {"fp32": 30.0, "bfloat16": 15.0}
-    assert trainer.dtype == torch.bfloat16
+    assert calls == ["fp32", "bf16"] * 4
+    assert times == (2.0, 1.0)
+    assert precision.pays(*times, torch.device("cpu"))
+    assert not precision.pays(1.1, 1.0, torch.device("cpu"))  # below MIN_SPEEDUP on a CPU
+    assert precision.pays(1.1, 1.0, torch.device("cuda"))  # any gain on a GPU
 
 
 @pytest.mark.parametrize("mkldnn", [True, False])
@@ -132,7 +125,7 @@ def test_the_fast_loop_asks_onednn_about_bf16_only_where_pytorch_has_it(monkeypa
         raising=False,
     )
     expected = torch.bfloat16 if mkldnn else None
-    assert FastTrainer.dtype_for(torch.device("cpu")) == expected
+    assert precision.mixed_dtype(torch.device("cpu")) == expected
 
 
 @pytest.mark.parametrize(
@@ -142,18 +135,19 @@ def test_gpus_before_ampere_get_fp16_not_bf16(monkeypatch, capability, dtype):
     """torch.cuda.is_bf16_supported() says True on a T4 too, whose bf16 convolutions run on slow
     fallback kernels: the compute capability decides."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    assert FastTrainer.dtype_for(torch.device("cuda")) == dtype
+    assert precision.mixed_dtype(torch.device("cuda"), fp16=True) == dtype
+    speedrun = None if dtype == torch.float16 else dtype  # the speed-run has no gradient scaler
+    assert precision.mixed_dtype(torch.device("cuda")) == speedrun
 
 
 @pytest.mark.slow
-def test_fp16_trains_with_a_gradient_scaler(monkeypatch, data_root):
+def test_fp16_trains_with_a_gradient_scaler(data_root):
     """The fp16 path (older GPUs) run on the CPU, whose autocast has fp16 too: the scaler is on,
     the weights stay fp32 and move, the loss is finite."""
-    monkeypatch.setattr(FastTrainer, "dtype_for", staticmethod(lambda device: torch.float16))
     model = LessonNet()
     before = copy.deepcopy(model.state_dict())
     trainer = FastTrainer(
-        model, torch.optim.SGD(model.parameters(), lr=1e-2), torch.device("cpu"), amp=True
+        model, torch.optim.SGD(model.parameters(), lr=1e-2), torch.device("cpu"), torch.float16
     )
     assert trainer.dtype == torch.float16 and trainer.scaler.is_enabled()
     loss = trainer.train_epoch(data.TensorData(True, limit=256), 64, torch.Generator()).item()
@@ -187,7 +181,6 @@ def cuda_twins(graphs_a, graphs_b, momentum=0.0):
             m,
             torch.optim.SGD(m.parameters(), lr=1e-2, momentum=momentum),
             cuda,
-            amp=False,
             graphs=g,
         )
         for m, g in ((first, graphs_a), (second, graphs_b))
@@ -228,14 +221,10 @@ def test_the_speed_probe_on_cuda_leaves_the_model_as_it_was(data_root):
     cuda = torch.device("cuda")
     model = LessonNet()
     before = copy.deepcopy(model.state_dict())
-    trainer = FastTrainer(
-        model,
-        torch.optim.SGD(model.parameters(), lr=1e-2),
-        cuda,
-        probe_data=data.TensorData(True, cuda, limit=1000),
-    )
-    mixed = str(FastTrainer.dtype_for(cuda)).replace("torch.", "")
-    assert set(trainer.probe) == {"fp32", mixed} and trainer._graph is None
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    _, times = fastest_dtype(model, optimizer, cuda, data.TensorData(True, cuda, limit=1000), 64)
+    mixed = str(precision.mixed_dtype(cuda, fp16=True)).replace("torch.", "")
+    assert set(times) == {"fp32", mixed}
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items())
 
@@ -248,10 +237,9 @@ def test_momentum_sgd_runs_eagerly_on_cuda(data_root):
 
 
 def test_fit_fast_checkpoint_works_with_evaluate(data_root, tmp_path):
-    config = TrainConfig(
-        epochs=1, batch_size=4, out=str(tmp_path / "ck"), logdir=str(tmp_path / "tb"), fast=True
-    )
-    history = fit(config, log=lambda line: None)
+    run = RunConfig(out=str(tmp_path / "ck"), logdir=str(tmp_path / "tb"))
+    hyper = LectureHyper(epochs=1, batch_size=4, fast=True)
+    history = fit(Lecture, run, hyper, log=lambda line: None)
     model = load_model(tmp_path / "ck" / "lesson_net_epoch01.pt")
     test = data.TensorData(False)
     with torch.no_grad():

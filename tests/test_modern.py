@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from cifar_course import data
+from cifar_course.augment import augment, triangular_lr
 from cifar_course.checkpoints import load_model
 from cifar_course.cli import main
+from cifar_course.evaluate import evaluate_tta
 from cifar_course.models import ModernNet, count_parameters
-from cifar_course.modern import augment, evaluate_tta, triangular_lr
 
 CAT = Path(__file__).resolve().parents[1] / "cifar_course" / "images" / "cat.png"
 

@@ -135,3 +135,14 @@ def test_no_torch_with_the_weights_only_flaw_can_install_with_the_course():
     assert f"the course requires PyTorch ≥ {floor}" in lesson  # where lesson 02 teaches it
     channels = lines[lines.index("channels:") + 1 : lines.index("dependencies:")]
     assert [c.split("#")[0].strip() for c in channels] == ["- conda-forge"]
+
+
+def test_the_wheel_lists_every_package_folder():
+    """A folder of the package missing from pyproject.toml's list would be left out of the wheel
+    that learners install (and that tests/test_lessons.py installs)."""
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    folders = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "cifar_course").rglob("__init__.py")
+    }
+    assert sorted(listed) == sorted(folders)

@@ -230,7 +230,7 @@ def test_the_gpu_session_runs_its_steps_in_order_and_packs_each_ones_log(tmp_pat
     smoke = "smoke=1" if mode == "smoke" else "smoke="
     assert all(log.startswith("ran: ") and log.strip().endswith(smoke) for log in logs.values())
     if mode == "speedrun":  # the target's 10 seeds, warm, with CUDA graphs
-        assert "--set CUDNN_BENCHMARK=True --seeds 0 1 2 3 4 5 6 7 8 9" in logs["sgd_cuda_graphs"]
+        assert "--set cudnn_benchmark=True --seeds 0 1 2 3 4 5 6 7 8 9" in logs["sgd_cuda_graphs"]
     if mode == "notebooks":  # every lesson once, 08 first, 05 after the 03 whose file it reads
         names = [w.split("/")[-1][:2] for w in logs["notebooks"].split() if w.endswith(".ipynb")]
         assert sorted(names) == ["01", "02", "03", "04", "05", "06", "07", "08"]
@@ -364,7 +364,7 @@ def test_the_speedrun_bench_times_a_cold_run_then_warm_ones_and_chooses_epochs(d
             "--batch-size",
             "500",
             "--set",
-            "DEVICE_DATA_PATH=False",
+            "device_data_path=False",
             "--choose-epochs",
             "1",
             "2",
@@ -377,18 +377,18 @@ def test_the_speedrun_bench_times_a_cold_run_then_warm_ones_and_chooses_epochs(d
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = (tmp_path / "t.md").read_text()
-    assert "DEVICE_DATA_PATH=False" in summary
+    assert "device_data_path=False" in summary
     kinds = [line.split("|")[1].strip() for line in summary.splitlines() if line.startswith("| ")]
     assert kinds[1:] == ["cold", "probe", "warm", "warm", "**mean of 2 warm runs**"]
     assert "chosen: 2 epochs" in summary  # the probe ran at 1, so both warm runs are new
     refused = subprocess.run(
         [*command, "--label", "u", "--set", "EPOCHS=3"], capture_output=True, text=True
     )
-    assert refused.returncode == 2 and "the switches are COMPILE" in refused.stderr
+    assert refused.returncode == 2 and "the switches are optimizer, compile" in refused.stderr
     misspelt = subprocess.run(
-        [*command, "--label", "u", "--set", "COMPILE=reduce_overhead"],
+        [*command, "--label", "u", "--set", "compile=reduce_overhead"],
         capture_output=True,
         text=True,
     )
     assert misspelt.returncode == 2 and "Traceback" not in misspelt.stderr
-    assert "speedrun.COMPILE = 'reduce_overhead': it must be one of 'off'" in misspelt.stderr
+    assert "speedrun compile = 'reduce_overhead': it must be one of 'off'" in misspelt.stderr

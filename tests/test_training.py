@@ -7,15 +7,10 @@ from torch.utils.data import DataLoader
 from cifar_course.checkpoints import load_checkpoint, save_checkpoint
 from cifar_course.data import get_datasets
 from cifar_course.device import Timer, measure, pick_device
+from cifar_course.engine import RunConfig, fit, resume, seed_everything
+from cifar_course.evaluate import loss_and_accuracy, predict_all
 from cifar_course.models import LessonNet
-from cifar_course.training import (
-    TrainConfig,
-    evaluate,
-    fit,
-    resume,
-    seed_everything,
-    train_one_epoch,
-)
+from cifar_course.recipes.lecture import Lecture, LectureHyper, train_one_epoch
 
 
 def test_one_epoch_on_the_real_slice_beats_chance(data_root):
@@ -26,18 +21,16 @@ def test_one_epoch_on_the_real_slice_beats_chance(data_root):
     loss_fn = nn.CrossEntropyLoss()
     loader = DataLoader(train, batch_size=4, shuffle=True)
     train_one_epoch(model, loader, loss_fn, optimizer, torch.device("cpu"))
-    loss, accuracy = evaluate(model, DataLoader(test, 256), loss_fn, torch.device("cpu"))
+    loss, accuracy = loss_and_accuracy(model, DataLoader(test, 256), loss_fn, torch.device("cpu"))
     assert accuracy > 0.18, accuracy  # chance is 0.10 on 1,000 test images
     assert loss < 2.28  # below ln(10) = 2.303 of a model that knows nothing
 
 
 @pytest.mark.slow
 def test_fit_logs_tensorboard_and_checkpoints(data_root, tmp_path):
-    config = TrainConfig(
-        epochs=2, batch_size=32, out=str(tmp_path / "ck"), logdir=str(tmp_path / "tb"), log_every=10
-    )
+    run = RunConfig(out=str(tmp_path / "ck"), logdir=str(tmp_path / "tb"))
     lines = []
-    history = fit(config, log=lines.append)
+    history = fit(Lecture, run, LectureHyper(epochs=2, batch_size=32, log_every=10), lines.append)
     assert [h["epoch"] for h in history] == [1, 2]
     assert lines[-1].startswith("final test accuracy:")
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
@@ -55,25 +48,14 @@ def test_fit_logs_tensorboard_and_checkpoints(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(data_root, tmp_path):
-    common = dict(batch_size=64, seed=3)
-    full = fit(
-        TrainConfig(epochs=2, out=str(tmp_path / "a"), logdir=str(tmp_path / "ta"), **common),
-        log=lambda s: None,
-    )
-    fit(
-        TrainConfig(epochs=1, out=str(tmp_path / "b"), logdir=str(tmp_path / "tb"), **common),
-        log=lambda s: None,
-    )
-    resumed = fit(
-        TrainConfig(
-            epochs=2,
-            out=str(tmp_path / "b"),
-            logdir=str(tmp_path / "tb"),
-            resume=str(tmp_path / "b" / "lesson_net_epoch01.pt"),
-            **common,
-        ),
-        log=lambda s: None,
-    )
+    def train(epochs: int, folder: str, **resume: str) -> list[dict[str, float]]:
+        run = RunConfig(out=str(tmp_path / folder), logdir=str(tmp_path / f"t{folder}"), seed=3)
+        hyper = LectureHyper(epochs=epochs, batch_size=64)
+        return fit(Lecture, RunConfig(**{**run.__dict__, **resume}), hyper, lambda s: None)
+
+    full = train(2, "a")
+    train(1, "b")
+    resumed = train(2, "b", resume=str(tmp_path / "b" / "lesson_net_epoch01.pt"))
     assert abs(full[-1]["test_loss"] - resumed[-1]["test_loss"]) < 1e-5
     a = load_checkpoint(tmp_path / "a" / "lesson_net_epoch02.pt")["model"]
     b = load_checkpoint(tmp_path / "b" / "lesson_net_epoch02.pt")["model"]
@@ -106,11 +88,11 @@ def test_a_resumed_run_trains_with_its_own_learning_rate(tmp_path):
     model(torch.rand(2, 3, 32, 32)).sum().backward()
     optimizer.step()
     path = save_checkpoint(tmp_path / "c.pt", model, optimizer, 1, [{"epoch": 1}])
-    fresh = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    config = TrainConfig(epochs=2, lr=0.05, resume=str(path), out=str(tmp_path / "o"))
-    done, _ = resume(config, model, fresh, torch.device("cpu"), log=lambda _: None)
-    assert done == 1 and [group["lr"] for group in fresh.param_groups] == [0.05]
-    assert all("momentum_buffer" in fresh.state[p] for p in model.parameters())
+    recipe = Lecture(LectureHyper(epochs=2, lr=0.05), torch.device("cpu"), None, 0, print)
+    recipe.optimizer = torch.optim.SGD(recipe.model.parameters(), lr=0.01, momentum=0.9)
+    _, done, _ = resume(recipe, str(path), epochs=2, log=lambda _: None)
+    assert done == 1 and [group["lr"] for group in recipe.optimizer.param_groups] == [0.05]
+    assert all("momentum_buffer" in recipe.optimizer.state[p] for p in recipe.model.parameters())
 
 
 def test_progress_bars_write_to_stdout_in_a_kernel_and_to_stderr_on_the_command_line(
@@ -123,8 +105,6 @@ def test_progress_bars_write_to_stdout_in_a_kernel_and_to_stderr_on_the_command_
     import sys
     import types
     from pathlib import Path
-
-    from cifar_course.training import predict_all
 
     batches = [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))] * 3
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))

@@ -14,31 +14,32 @@ from pathlib import Path
 
 import torch
 
-from cifar_course import speedrun
+from cifar_course.engine import RunConfig, fit
 from cifar_course.models import SpeedNet, SpeedNetSmall
+from cifar_course.recipes.speedrun import Lookahead, Speedrun, SpeedrunHyper
 
 out = Path(sys.argv[1])
 rank = int(os.environ["RANK"])
 models = []
 
 
-def model_for(device: torch.device) -> SpeedNet:
-    models.append(SpeedNetSmall())
-    return models[-1]
+class Skipped(Lookahead):
+    def update(self, model: torch.nn.Module, decay: float) -> None:
+        pass
 
 
-speedrun.model_for = model_for
-if "--lookahead-on-rank-0" in sys.argv and rank != 0:
-    speedrun.Lookahead.update = lambda self, model, decay: None
-config = speedrun.TrainConfig(
-    recipe="speedrun",
-    epochs=2,
-    batch_size=128,
-    lr=0.05,
-    device="cpu",
-    out=str(out / "checkpoints"),
-    logdir=str(out / "runs"),
-)
-speedrun.fit_speedrun(config)
+class Watched(Speedrun):
+    """The recipe, with the small network on any device, kept here to be saved afterwards."""
+
+    if "--lookahead-on-rank-0" in sys.argv and rank != 0:
+        lookahead_type = Skipped
+
+    def build_model(self) -> SpeedNet:
+        models.append(SpeedNetSmall())
+        return models[-1]
+
+
+run = RunConfig(device="cpu", out=str(out / "checkpoints"), logdir=str(out / "runs"))
+fit(Watched, run, SpeedrunHyper(epochs=2, batch_size=128, lr=0.05))
 trained = {name: p.detach().clone() for name, p in models[0].named_parameters()}
 torch.save(trained, out / f"rank{rank}.pt")

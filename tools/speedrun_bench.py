@@ -1,22 +1,22 @@
 """Time the speed-run recipe as airbench times it: in one process, after a warm-up run.
 
     python tools/speedrun_bench.py --seeds 0 1 2 3 4 5 6 7 8 9 --out DIR --label NAME \\
-        [--set COMPILE=off ...] [--epochs 10] [--batch-size 1024] [--lr 1.5] [--no-lookahead]
+        [--set compile=off ...] [--epochs 10] [--batch-size 1024] [--lr 1.5] [--no-lookahead]
         [--choose-epochs 10 11 12 --within 2.4]
 
 One process trains ``--warmup-seed`` first (the *cold* run: it pays for compilation, cuDNN's
 kernel timing and every other first use), then each seed (the *warm* runs). Each run is
-``cifar-course train --recipe speedrun`` in-process (``speedrun.fit_speedrun``), whose training
+``cifar-course train --recipe speedrun`` in-process (``engine.fit(Speedrun, ...)``), whose training
 time is airbench's: the whitening computation, the choice of precision and each epoch's loop,
 each timed with the device synchronized. Left out, as airbench leaves them out: building the
 model and the optimizer, the test after each epoch (and here the checkpoint it saves), the final
 test-time augmentation.
 
-``--set NAME=VALUE`` sets one of the recipe's switches in ``cifar_course.speedrun`` first
-(``COMPILE``, ``CUDNN_BENCHMARK``, ``DEVICE_DATA_PATH``, ``CHANNELS_LAST``, ``OPTIMIZER``), so
-that each lever can be measured alone; the recipe refuses a value it does not know. With
-``OPTIMIZER=muon``, ``MUON_DEFAULTS`` gives the epochs, batch and lr not given (Muon's lr is not
-scaled with the batch: its steps are orthogonalized).
+``--set NAME=VALUE`` sets one of the recipe's settings that have no flag of ``cifar-course
+train`` (``SpeedrunHyper``'s ``compile``, ``cudnn_benchmark``, ``device_data_path``,
+``channels_last``, ``optimizer``), so that each lever can be measured alone; the recipe refuses a
+value it does not know. With ``optimizer=muon``, ``SpeedrunHyper.MUON`` gives the epochs, batch
+and lr not given (Muon's lr is not scaled with the batch: its steps are orthogonalized).
 
 ``--choose-epochs`` first times one more warm run, the *probe*, of the first seed at the epochs
 given (or the defaults), then trains every seed at the most epochs among the choices whose
@@ -36,18 +36,21 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cifar_course import speedrun
+from cifar_course import recipes
 from cifar_course.data import TensorData
 from cifar_course.device import describe_machine, pick_device
+from cifar_course.engine import RunConfig, fit
 from cifar_course.errors import CourseError
-from cifar_course.training import TrainConfig
+from cifar_course.recipes.speedrun import Speedrun, SpeedrunHyper
 
-SWITCHES = ("COMPILE", "CUDNN_BENCHMARK", "DEVICE_DATA_PATH", "CHANNELS_LAST", "OPTIMIZER")
+# the recipe's settings without a flag of cifar-course train: the levers this tool sets
+SWITCHES = tuple(f.name for f in fields(SpeedrunHyper) if not f.metadata.get("help"))
 _loaded: dict[tuple[bool, str], TensorData] = {}
 
 
@@ -60,29 +63,17 @@ def cached_data(train: bool, device: torch.device) -> TensorData:
     return _loaded[key]
 
 
-def train_once(
-    seed: int, epochs: int, batch_size: int, lr: float, lookahead: bool, device: str
-) -> dict[str, Any]:
+def train_once(seed: int, hyper: SpeedrunHyper, device: str) -> dict[str, Any]:
     """One in-process run; its accuracies, airbench's training time and each epoch's time."""
     with tempfile.TemporaryDirectory() as work:
-        config = TrainConfig(
-            recipe="speedrun",
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            device=device,
-            lookahead=lookahead,
-            out=f"{work}/checkpoints",
-            logdir=f"{work}/runs",
-        )
+        run = RunConfig(out=f"{work}/checkpoints", logdir=f"{work}/runs", seed=seed, device=device)
         began = time.perf_counter()
-        history = speedrun.fit_speedrun(config, log=lambda line: print("    " + line, flush=True))
+        history = fit(Speedrun, run, hyper, log=lambda line: print("    " + line, flush=True))
         wall = time.perf_counter() - began
     last = history[-1]
     return {
         "seed": seed,
-        "epochs": epochs,
+        "epochs": hyper.epochs,
         "plain": 100 * last["test_accuracy"],
         "flip": 100 * last["test_accuracy_flip"],
         "tta": 100 * last["test_accuracy_tta"],
@@ -115,7 +106,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--label", required=True)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help=", ".join(SWITCHES)
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
@@ -123,34 +116,36 @@ def main() -> None:
     parser.add_argument("--choose-epochs", type=int, nargs="+")
     parser.add_argument("--within", type=float, default=2.4)
     args = parser.parse_args()
+    switches: dict[str, Any] = {}
     for item in args.set:
         name, _, value = item.partition("=")
         if name not in SWITCHES:
             parser.error(f"--set {item}: the switches are {', '.join(SWITCHES)}")
         try:
-            setattr(speedrun, name, ast.literal_eval(value))
+            switches[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            setattr(speedrun, name, value)  # a bare word: a string
+            switches[name] = value  # a bare word: a string
+    device = pick_device(args.device)
+    hyper = SpeedrunHyper(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lookahead=args.lookahead,
+        **switches,
+    ).resolved(device.type)
     try:  # a value the recipe does not know: one line, before any run
-        speedrun.check_switches()
+        hyper.validate()
     except CourseError as error:
         parser.error(str(error))
-    speedrun.TensorData = cached_data  # type: ignore[misc,assignment]
-    device = pick_device(args.device)
-    muon = speedrun.OPTIMIZER == "muon"
-    defaults = speedrun.MUON_DEFAULTS if muon else speedrun.DEFAULTS[device.type]
-    epochs = int(args.epochs or defaults["epochs"])
-    batch_size = int(args.batch_size or defaults["batch_size"])
-    lr = args.lr or float(defaults["lr"])
-    if args.lr is None and not muon:  # airbench's SGD rate is per image: scale it with the batch
-        lr *= batch_size / int(defaults["batch_size"])
-    switches = ", ".join(f"{name}={getattr(speedrun, name)!r}" for name in SWITCHES)
+    recipes.speedrun.TensorData = cached_data  # type: ignore[attr-defined]
+    epochs, batch_size, lr = hyper.epochs, hyper.batch_size, hyper.lr
+    switches_text = ", ".join(f"{name}={getattr(hyper, name)!r}" for name in SWITCHES)
     head = [
         f"# speed-run timing: {args.label}",
         "",
         f"Machine: {describe_machine(device)}",
         f"Command: python {' '.join(sys.argv)}",
-        f"Switches: {switches}; epochs {epochs}, batch {batch_size}, lr {lr:g}, "
+        f"Switches: {switches_text}; epochs {epochs}, batch {batch_size}, lr {lr:g}, "
         f"{'lookahead' if args.lookahead else 'no lookahead'}",
         "",
     ]
@@ -169,16 +164,16 @@ def main() -> None:
         print(lines[-1], "epochs:", " ".join(f"{s:.3f}" for s in r["epoch_seconds"]), flush=True)
         summary.write_text("\n".join(lines) + "\n")
 
-    cold = train_once(args.warmup_seed, epochs, batch_size, lr, args.lookahead, args.device)
+    cold = train_once(args.warmup_seed, hyper, args.device)
     record("cold", cold)
-    if device.type == "cuda" and speedrun.COMPILE != "off":
+    if device.type == "cuda" and hyper.compile != "off":
         try:  # torch's own account of the compilation, by phase
             print(torch._dynamo.utils.compile_times(repr="str"), flush=True)
         except Exception as error:  # a private helper: it may change between releases
             print(f"(no compile times: {error})")
     warm: list[dict[str, Any]] = []
     if args.choose_epochs:
-        probe = train_once(args.seeds[0], epochs, batch_size, lr, args.lookahead, args.device)
+        probe = train_once(args.seeds[0], hyper, args.device)
         record("probe", probe)
         fits = [e for e in args.choose_epochs if predict(probe, e) <= args.within]
         chosen = max(fits) if fits else min(args.choose_epochs)
@@ -193,8 +188,9 @@ def main() -> None:
         if chosen == epochs:
             warm.append(probe)
         epochs = chosen
+        hyper = replace(hyper, epochs=chosen)
     for seed in args.seeds[len(warm) :]:
-        warm.append(train_once(seed, epochs, batch_size, lr, args.lookahead, args.device))
+        warm.append(train_once(seed, hyper, args.device))
         record("warm", warm[-1])
     mean = {k: statistics.mean(r[k] for r in warm) for k in ("plain", "flip", "tta", "seconds")}
     lines.append(

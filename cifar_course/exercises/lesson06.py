@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..modern import triangular_lr as _triangular_lr
+from ..augment import triangular_lr as _triangular_lr
 from . import Exercise, NotYet, ____, as_number, run_learner, shape_text
 
 __all__ = ["____", "q1", "q2", "q3"]
