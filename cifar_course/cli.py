@@ -9,12 +9,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import CourseError
+from .errors import CourseError, os_error_message
 
 if TYPE_CHECKING:
     from .engine import Hyper, Recipe, RunConfig
-
-RECIPE_NAMES = ("lecture", "modern", "speedrun")  # cifar_course.recipes.NAMES, without importing it
 
 
 def _number(
@@ -353,13 +351,17 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run a sub-command; turn a CourseError into one line on stderr and exit 1."""
+    """Entry point: run a sub-command; turn a CourseError or an operating-system error (a full
+    disk, a denied permission: ``errors.os_error_message``) into one line on stderr and exit 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(train_flags=argv[:1] == ["train"]).parse_args(argv)
     try:
         return int(args.func(args))
     except CourseError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the operating system's refusals, for every command: one line
+        print(f"error: {one_line(os_error_message(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; the checkpoints already written are intact", file=sys.stderr)

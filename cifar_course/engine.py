@@ -165,8 +165,8 @@ class Recipe:
         self.build()
 
     def build(self) -> None:
-        """Build ``model``, ``optimizer`` and the data, and set ``arch`` and
-        ``steps_per_epoch``: the recipe's own start, from ``hyper`` and ``device``."""
+        """Build ``model`` and ``optimizer`` and set ``arch``: the recipe's own start, from
+        ``hyper`` and ``device``. ``steps_per_epoch`` is set here or in ``start``."""
         raise NotImplementedError
 
     @property
@@ -204,20 +204,24 @@ class Recipe:
                 f"'{path}' was saved from {saved.get('arch')}, not {self.arch}; resume it with "
                 f"the --recipe that wrote it{kind}."
             )
+        check_resumable(saved, path, self.model, self.optimizer)
         check_values(saved["model"], Path(path))
-        self.model.load_state_dict(saved["model"])
-        if saved["optimizer"] is not None:
-            self.optimizer.load_state_dict(saved["optimizer"])
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.hyper.lr
+        try:
+            self.model.load_state_dict(saved["model"])
+            if saved["optimizer"] is not None:
+                self.optimizer.load_state_dict(saved["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise _unresumable(path, f"does not load ({str(exc).splitlines()[0]})") from exc
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.hyper.lr
 
     def check(self, saved: dict[str, Any] | None) -> None:
         """Refuse, before anything is written, settings that cannot be followed here (``saved``:
         the checkpoint being resumed, if any)."""
 
     def start(self, saved: dict[str, Any] | None) -> str:
-        """Get ready to train, once the weights are final (wrap for DDP, probe a precision);
-        return the line that describes the run."""
+        """Get ready to train, once the weights are final and the run is allowed (load the
+        data, wrap for DDP, probe a precision); return the line that describes the run."""
         raise NotImplementedError
 
     def train_epoch(self, epoch: int, writer: SummaryWriter | None) -> float | torch.Tensor:
@@ -238,6 +242,80 @@ class Recipe:
     def report(self, history: History) -> list[str]:
         """The run's last lines."""
         return [f"final test accuracy: {history[-1]['test_accuracy']:.2%}"]
+
+
+def _unresumable(path: str, what: str) -> CourseError:
+    return CourseError(
+        f"'{path}' {what}: the file is damaged or was edited, so training cannot resume from "
+        "it. Use another checkpoint, or start a new run from its weights with --init-from."
+    )
+
+
+def check_resumable(
+    saved: dict[str, Any], path: str, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> None:
+    """Refuse, in one line and before anything is loaded, a training checkpoint whose fields
+    would not resume ``model`` and ``optimizer``: an epoch count that is not a whole number of
+    at least 0, a history that is not a list of rows, weights whose names or shapes differ from
+    the network's, or an optimizer state whose groups or buffers do not fit the optimizer's."""
+    epoch = saved.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise _unresumable(path, f"holds the epoch count {epoch!r}, not a whole number of epochs")
+    history = saved.get("history")
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise _unresumable(path, "holds no history of its epochs")
+    weights, expected = saved.get("model"), model.state_dict()
+    if not isinstance(weights, dict) or not all(
+        isinstance(v, torch.Tensor) for v in weights.values()
+    ):
+        raise _unresumable(path, "holds no weights")
+    if weights.keys() != expected.keys():
+        missing = sorted(expected.keys() - weights.keys())[:3]
+        unexpected = sorted(weights.keys() - expected.keys())[:3]
+        raise _unresumable(
+            path,
+            f"does not fit {arch_name(model)} (missing {missing}, unexpected {unexpected})",
+        )
+    for name, value in weights.items():
+        if value.shape != expected[name].shape:
+            raise _unresumable(
+                path,
+                f"holds {name} of shape {list(value.shape)}, where {arch_name(model)} has "
+                f"{list(expected[name].shape)}",
+            )
+    state = saved.get("optimizer")
+    if state is None:
+        return
+    live = optimizer.param_groups
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    fits = (
+        isinstance(groups, list)
+        and isinstance(state.get("state"), dict)
+        and len(groups) == len(live)
+        and all(
+            isinstance(g, dict)
+            and isinstance(g.get("params"), list)
+            and len(g["params"]) == len(mine["params"])
+            for g, mine in zip(groups, live, strict=False)
+        )
+    )
+    if not fits:
+        raise _unresumable(
+            path, "holds an optimizer state that does not fit the recipe's optimizer"
+        )
+    params = [p for group in live for p in group["params"]]
+    ids = [i for group in groups for i in group["params"]]
+    for key, buffers in state["state"].items():
+        if key not in ids or not isinstance(buffers, dict):
+            raise _unresumable(path, f"holds optimizer state for an unknown parameter {key!r}")
+        param = params[ids.index(key)]
+        for name, value in buffers.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise _unresumable(
+                    path,
+                    f"holds an optimizer {name} of shape {list(value.shape)} for a parameter of "
+                    f"shape {list(param.shape)}",
+                )
 
 
 def seed_everything(seed: int) -> None:
@@ -322,6 +400,13 @@ def refuse_to_overwrite(
     Then rank 0, the one process that saves, owns ``run.out`` until the run ends (``own_out``).
     """
     existing = existing_checkpoints(run.out, arch, done, epochs)
+    for path in existing:  # --overwrite replaces files, not a folder or a device of that name
+        if path.is_symlink() or not path.is_file():
+            raise CourseError(
+                f"--out '{run.out}' holds {path.name}, which is not a file (a folder, a link or "
+                "a device), where this run would save a checkpoint; move it away, or give "
+                "another --out."
+            )
     source = Path(run.init_from) if run.init_from else None
     if source is not None and source.exists() and any(p.samefile(source) for p in existing):
         raise CourseError(
@@ -338,6 +423,9 @@ def refuse_to_overwrite(
     # another process gets here. If it stops, torchrun stops the others.
     new_run = done == 0 and (job is None or (job.restart == 0 and job.is_main))
     events = sorted(Path(logdir).glob("events.out.tfevents.*")) if new_run else []
+    for path in [p for p in events if p.is_file() and p.stat().st_size == 0]:
+        path.unlink()  # an events file that a full disk left empty holds no curve: not a run
+        events.remove(path)
     if events and not run.overwrite:
         raise CourseError(
             f"--logdir '{logdir}' already holds an earlier run's TensorBoard events, which "
@@ -443,6 +531,7 @@ def fit(
     hyper = (hyper or recipe.hyper_type()).resolved(pick_device(run.device).type)
     hyper.validate()
     logdir = run.logdir or recipe.logdir
+    _check_writable(Path(logdir), "--logdir")
     job = distributed.start(run.device)
     log = log if job is None or job.is_main else quiet
     try:
@@ -472,13 +561,14 @@ def _train(
     if weights_from:
         init_from(weights_from, recipe.model, run.trust_pickle, log)
     refuse_to_overwrite(run, logdir, recipe.arch, start, hyper.epochs, job)
-    description = recipe.start(saved)
     settings = {"recipe": recipe.name, **asdict(run), "logdir": logdir, **asdict(hyper)}
+    settings |= {"resume": resume_from, "init_from": weights_from}  # after a restart, its own
     settings["run_id"] = job.run_id if job is not None else ""  # finds the job's own checkpoints
-    step = start * recipe.steps_per_epoch
-    writer = SummaryWriter(logdir, purge_step=step or None) if recipe.main else None
-    log(description)
+    writer = None
     try:
+        log(recipe.start(saved))
+        step = start * recipe.steps_per_epoch
+        writer = SummaryWriter(logdir, purge_step=step or None) if recipe.main else None
         for epoch in range(start, hyper.epochs):
             synchronize(device)  # the last epoch's test and checkpoint are not training time
             began = time.perf_counter()

@@ -7,9 +7,9 @@ work is fed to the hardware changes:
   shuffled per epoch by indexing, with no PIL and no per-sample Python (``TensorData``);
 - ``channels_last`` memory layout, which the CPU's and GPU's convolution kernels prefer;
 - mixed precision (bf16 autocast, or fp16 with a gradient scaler on older GPUs), kept only where
-  a short probe shows it is faster: on the course's 2-core Xeon (AVX-512 BF16, no AMX) oneDNN's
-  bf16 convolutions measured half the speed of fp32, so there it stays off. The weights and the
-  optimizer always stay in fp32;
+  a short probe shows it pays (``precision.pays``: on a CPU at least 1.15 times as fast): on a
+  2-core Xeon with AVX-512 BF16 but no AMX, oneDNN's bf16 convolutions measured half the speed of
+  fp32, so there it stays off. The weights and the optimizer always stay in fp32;
 - no ``.item()`` per step, so the host never waits for the device inside an epoch;
 - on a CUDA GPU, the whole training step (batch gather, forward, backward, SGD update, loss sum)
   is recorded once as a CUDA graph and replayed for every full batch: one launch per step instead

@@ -67,7 +67,7 @@ def speedup(
 def pays(fp32_seconds: float, mixed_seconds: float, device: torch.device) -> bool:
     """Whether a probe's times make mixed precision worth it: on a CPU, where it costs some
     accuracy and its speed varies most, when it is at least ``MIN_SPEEDUP`` times as fast; on
-    a GPU, when it is faster at all."""
+    a GPU, when it is at least as fast."""
     needed = MIN_SPEEDUP if device.type == "cpu" else 1.0
     return mixed_seconds > 0 and fp32_seconds / mixed_seconds >= needed
 

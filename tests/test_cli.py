@@ -96,6 +96,10 @@ def assert_one_clear_line(stderr: str, message: str) -> None:
         (["--epochs", "0"], "--epochs"),
         (["--epochs", "-3"], "--epochs"),
         (["--batch-size", "0"], "--batch-size"),
+        # the speed-run's defaults depend on the device: 0 must not stand for "the default"
+        (["--recipe", "speedrun", "--epochs", "0"], "--epochs must be from 1"),
+        (["--recipe", "speedrun", "--batch-size", "0"], "--batch-size must be from 1"),
+        (["--recipe", "modern", "--lr", "0"], "--lr must be a positive number"),
     ],
 )
 def test_bad_training_arguments_write_nothing(tmp_path, capsys, args, message):
@@ -336,3 +340,15 @@ def test_a_new_run_refuses_an_earlier_runs_tensorboard_events_but_a_resumed_one_
     assert main([*second, "--overwrite"]) == 0
     now = sorted(logs.glob("events.out.tfevents.*"))
     assert len(now) == 1 and not set(now) & set(earlier)
+
+
+def test_an_unwritable_default_logdir_is_refused_before_anything_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    """The recipe's default --logdir (runs/lesson_net) is checked like a given one: here a file
+    named runs stands in its way."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("not a folder")
+    assert main(["train", "--out", str(tmp_path / "ck")]) == 1
+    assert_one_clear_line(capsys.readouterr().err, "--logdir 'runs/lesson_net': 'runs' is a file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]

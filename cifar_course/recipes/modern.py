@@ -60,16 +60,17 @@ class Modern(Recipe):
             weight_decay=hyper.weight_decay,
         )
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=hyper.label_smoothing)
+
+    def start(self, saved: dict[str, Any] | None) -> str:
+        job, device = self.job, self.device
+        # The data, once the run is allowed to start (refused runs load nothing).
         self.train = TensorData(True, device)
         self.test = TensorData(False, device) if self.main else None
         self.batch, self.steps_per_epoch = self.per_process(len(self.train))
-
-    def start(self, saved: dict[str, Any] | None) -> str:
-        job = self.job
         self.train_model = self.model if job is None else distributed.wrap(self.model, job)
         h = self.hyper
         return (
-            f"training modern_net on {distributed.describe(job, self.device)}: {h.epochs} "
+            f"training modern_net on {distributed.describe(job, device)}: {h.epochs} "
             f"epoch{'s' * (h.epochs != 1)}, batch {h.batch_size}, SGD nesterov, peak lr {h.lr}, "
             f"label smoothing {h.label_smoothing}, flip+translate, flip+shift TTA"
         )

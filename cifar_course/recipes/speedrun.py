@@ -149,12 +149,12 @@ class SpeedrunHyper(Hyper):
 
     def resolved(self, device_type: str) -> SpeedrunHyper:
         given = self.defaults(device_type)
-        batch = self.batch_size or given["batch_size"]
+        batch = given["batch_size"] if self.batch_size is None else self.batch_size
         lr = self.lr
         if lr is None:  # airbench's SGD learning rate is per image: scale it with the batch
             scale = 1.0 if self.optimizer == "muon" else batch / given["batch_size"]
             lr = given["lr"] * scale
-        epochs = self.epochs or given["epochs"]
+        epochs = given["epochs"] if self.epochs is None else self.epochs
         return replace(self, epochs=epochs, batch_size=batch, lr=lr)
 
     def validate(self) -> None:
@@ -542,8 +542,10 @@ def model_for(device: torch.device) -> SpeedNet:
 def check_optimizer(saved: dict[str, Any], path: str, optimizer: str) -> None:
     """Refuse to resume a checkpoint written with the other optimizer (its state would not fit),
     in one line. Checkpoints from before Muon existed were written by SGD."""
-    groups = saved["optimizer"]["param_groups"] if saved.get("optimizer") else []
-    wrote = "muon" if any("orthogonal" in group for group in groups) else "sgd"
+    state = saved.get("optimizer")
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    groups = groups if isinstance(groups, list) else []  # a damaged state: check_resumable says
+    wrote = "muon" if any(isinstance(g, dict) and "orthogonal" in g for g in groups) else "sgd"
     if wrote != optimizer:
         raise CourseError(
             f"'{path}' was trained with the {wrote!r} optimizer, and this run uses "
@@ -581,7 +583,6 @@ class Speedrun(Recipe):
         self.muon = hyper.optimizer == "muon"
         self.optimizer = self.make_optimizer()
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
-        self.test = TensorData(False, device) if self.main else None
         self.batch, self.steps_per_epoch = self.per_process(len(self.train))
 
     def build_model(self) -> SpeedNet:
@@ -606,6 +607,7 @@ class Speedrun(Recipe):
 
     def start(self, saved: dict[str, Any] | None) -> str:
         h, job, device, model = self.hyper, self.job, self.device, self.model
+        self.test = TensorData(False, device) if self.main else None
         began = time.perf_counter()
         # on a CPU, without --precision, a probe of a few seconds
         processes = 1 if job is None else job.world_size
