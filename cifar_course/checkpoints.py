@@ -7,6 +7,7 @@ complete, so a crash mid-save leaves the previous file intact. Every load uses
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -50,12 +51,16 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
     Only this save's own temporary file is ever removed: another process may be writing its own
     beside it. (A save killed half-way leaves its ``.NAME.*.tmp``; a training run removes those
-    in its ``--out`` once it owns the folder, ``training.own_out``.)
+    in its ``--out`` once it owns the folder, ``engine.own_out``.)
 
     The file gets the permissions a plain ``torch.save`` would give it under the process's umask
     (usually 0644), not the 0600 of a temporary file, so others on a shared machine can read it.
     """
     path = Path(path)
+    # Serialized in memory first: torch.save writing to a full disk reports "unexpected pos"
+    # instead of the operating system's error, which the file's own write gives below.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -66,13 +71,16 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as exc:
         tmp.unlink(missing_ok=True)  # this save's own temporary file, never another's
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -244,11 +252,18 @@ Log = Callable[[str], None]
 
 def check_values(state: dict[str, Any], path: Path) -> None:
     """Refuse weights that are not finite floating-point numbers (NaN or inf from a run that
-    diverged; integers, True/False or complex numbers from a crafted file). BatchNorm's batch
-    counter, an integer, is the one exception."""
+    diverged; integers, True/False or complex numbers from a crafted file) or not plain tensors
+    (sparse, or meta tensors, which hold no values). BatchNorm's batch counter, an integer, is
+    the one exception to the first rule."""
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             continue
+        if value.layout != torch.strided or value.is_meta:
+            kind = "a tensor without data (meta)" if value.is_meta else f"a {value.layout} tensor"
+            raise CourseError(
+                f"'{path}' holds {key} as {kind}, not a plain tensor of weights: it is no trained "
+                "network the course saves or loads. Check the file."
+            )
         if key.endswith("num_batches_tracked"):
             continue
         if not value.is_floating_point():
@@ -328,8 +343,59 @@ def check_classifier(model: nn.Module, path: Path) -> nn.Module:
     return model
 
 
+# The settings of each kind of layer the lecture's network has, compared before it runs once.
+_LAYER_SETTINGS: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.Conv2d: (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "padding_mode",
+    ),
+    nn.MaxPool2d: ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    nn.Flatten: ("start_dim", "end_dim"),
+    nn.Linear: ("in_features", "out_features"),
+}
+
+
+def _layers(module: nn.Module) -> list[str]:
+    """Each layer of ``module`` in order, as its class and settings, for instance
+    ``Conv2d(in_channels=3, ..., padding=(2, 2), ...)``."""
+    described = []
+    for layer in module.modules():
+        if next(layer.children(), None) is None:  # a layer, not a container
+            kind = type(layer)
+            settings = ", ".join(
+                f"{name}={getattr(layer, name, None)!r}" for name in _LAYER_SETTINGS.get(kind, ())
+            )
+            described.append(f"{kind.__name__}({settings})")
+    return described
+
+
+def check_lecture_layers(lecture: nn.Module, path: Path) -> None:
+    """Refuse a lecture ``Tudui`` whose layers or their settings (kernel, stride, padding,
+    dilation, sizes) are not the lecture's network's, before it runs even once: a crafted
+    padding of 100000 would ask for terabytes, and missing pooling layers would fail inside."""
+    got, wanted = _layers(lecture), _layers(LessonNetSequential())
+    if got == wanted:
+        return
+    if len(got) != len(wanted):
+        detail = f"{len(got)} layers, where the lecture's network has {len(wanted)}"
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(got, wanted, strict=True)) if a != b)
+        detail = f"layer {i + 1} is {got[i]}, where the lecture's network has {wanted[i]}"
+    raise CourseError(
+        f"'{path}' holds a Tudui that is not the lecture's network ({detail}), so the course "
+        "does not run it; give a file of the lecture's CIFAR-10 Tudui (train.py's tudui_N.pth)."
+    )
+
+
 def _from_lecture(lecture: LectureModule, path: Path, log: Log) -> nn.Module:
     """The course's lesson net with the weights of the lecture's whole ``Tudui`` model."""
+    check_lecture_layers(lecture, path)
     state = lecture.state_dict()
     if match_lesson_layout(state) is None:
         raise CourseError(

@@ -96,7 +96,14 @@ def _read_md5sums(root: Path) -> dict[str, str]:
     sums: dict[str, str] = {}
     md5sums = root / "MD5SUMS"
     if md5sums.is_file():
-        for line in md5sums.read_text().splitlines():
+        try:
+            text = md5sums.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise CourseError(
+                f"'{md5sums}' is not a list of checksums (it is not text): the copy of CIFAR-10 "
+                "is damaged. Copy or download it again."
+            ) from None
+        for line in text.splitlines():
             parts = line.split()
             if len(parts) == 2:
                 sums[Path(parts[1]).name] = parts[0]
@@ -160,6 +167,14 @@ def _load_batch(path: Path) -> tuple[np.ndarray, list[int]]:
         ) from exc
     if len(labels) != len(data):
         raise CourseError(f"CIFAR-10 file '{path}' has {len(data)} images, {len(labels)} labels.")
+    if not all(
+        isinstance(label, (int, np.integer)) and not isinstance(label, bool) for label in labels
+    ):
+        odd = next(x for x in labels if not isinstance(x, (int, np.integer)) or isinstance(x, bool))
+        raise CourseError(
+            f"CIFAR-10 file '{path}' has a label {odd!r}, not a class number 0-9: the file is "
+            "damaged. Delete the folder and copy or download it again."
+        )
     return data, labels
 
 

@@ -372,3 +372,54 @@ def test_checkpoints_get_the_permissions_torch_save_would_give(tmp_path, umask, 
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.pt").stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "b.pt").stat().st_mode) == mode
+
+
+WITHOUT_POOLING = """
+import torch
+from torch import nn
+
+
+class Tudui(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model1 = nn.Sequential(
+            nn.Conv2d(3, 32, 5, 1, 2), nn.Conv2d(32, 32, 5, 1, 2), nn.Conv2d(32, 64, 5, 1, 2),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10),
+        )
+
+    def forward(self, x):
+        return self.model1(x)
+"""
+
+
+@pytest.mark.parametrize(
+    ("cls", "change", "message"),
+    [
+        (
+            SEQUENTIAL.format(attr="model1"),
+            "tudui.model1[0].padding = (100000, 100000)",
+            "layer 1 is Conv2d(in_channels=3, out_channels=32, kernel_size=(5, 5), stride=(1, 1), "
+            "padding=(100000, 100000)",
+        ),
+        (SEQUENTIAL.format(attr="model1"), "tudui.model1[1].stride = 1", "layer 2 is MaxPool2d("),
+        (WITHOUT_POOLING, "", "6 layers, where the lecture's network has 9"),
+    ],
+    ids=["a padding of 100000", "a pooling stride of 1", "no pooling layers"],
+)
+def test_a_crafted_tudui_is_refused_before_it_runs(tmp_path, capsys, cls, change, message):
+    """A Tudui made only of allowed classes, whose settings are not the lecture's, is refused
+    in one line before its first forward pass (which could ask for terabytes or fail inside)."""
+    (tmp_path / "model.py").write_text(cls)
+    run_python(
+        tmp_path,
+        f"""
+        import torch
+        from model import Tudui
+        tudui = Tudui()
+        {change}
+        torch.save(tudui, "tudui_0.pth")
+        """,
+    )
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "tudui_0.pth")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not the lecture's network" in err[0] and message in err[0], err

@@ -439,6 +439,8 @@ def test_a_file_name_cannot_break_or_forge_predicts_lines(tmp_path, capsys):
         (lambda t: t.to(torch.int64), "as torch.int64, not floating-point weights"),
         (lambda t: t.to(torch.bool), "as torch.bool, not floating-point weights"),
         (lambda t: t.to(torch.complex64), "as torch.complex64, not floating-point weights"),
+        (lambda t: t.to_sparse(), "as a torch.sparse_coo tensor, not a plain tensor of weights"),
+        (lambda t: t.to("meta"), "as a tensor without data (meta), not a plain tensor"),
     ],
 )
 def test_weights_that_are_not_finite_floats_are_refused_in_one_line(
@@ -495,3 +497,202 @@ def test_resume_from_a_pickle_says_trust_pickle_does_not_apply(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--trust-pickle does not change that" in err[0], err
     assert "use --init-from" in err[0] and not out.exists()
+
+
+# --- round two: crafted checkpoints, odd folders, the operating system's refusals -----------
+
+
+def lecture_checkpoint(path: Path) -> Path:
+    """A real training checkpoint of the lecture recipe after one epoch, as ``train`` saves it,
+    with a momentum buffer in its optimizer state so that buffers can be checked too."""
+    from cifar_course.checkpoints import save_checkpoint
+
+    model = LessonNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model(torch.rand(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    row = {"epoch": 1, "train_loss": 2.0, "test_loss": 2.0, "test_accuracy": 0.2, "seconds": 1.0}
+    return save_checkpoint(path, model, optimizer, 1, [row], {"recipe": "lecture"})
+
+
+def crafted(change):
+    def craft(state):
+        change(state)
+        return state
+
+    return craft
+
+
+CRAFTED = {
+    "a wrong shape": crafted(lambda s: s["model"].update({"conv1.bias": torch.zeros(5)})),
+    "an extra key": crafted(lambda s: s["model"].update({"extra.weight": torch.zeros(1)})),
+    "a missing key": crafted(lambda s: s["model"].pop("linear2.bias")),
+    "an epoch as text": crafted(lambda s: s.update({"epoch": "1"})),
+    "a negative epoch": crafted(lambda s: s.update({"epoch": -4})),
+    "an epoch of True": crafted(lambda s: s.update({"epoch": True})),
+    "no history": crafted(lambda s: s.pop("history")),
+    "a history of numbers": crafted(lambda s: s.update({"history": [1, 2]})),
+    "no optimizer groups": crafted(lambda s: s["optimizer"].update({"param_groups": []})),
+    "an optimizer of text": crafted(lambda s: s.update({"optimizer": "sgd"})),
+    "a wrong momentum buffer": crafted(
+        lambda s: s["optimizer"]["state"][0].update({"momentum_buffer": torch.zeros(3)})
+    ),
+    "state for no parameter": crafted(lambda s: s["optimizer"]["state"].update({99: {}})),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_a_crafted_or_damaged_checkpoint_is_refused_before_resuming(
+    data_root, tmp_path, capsys, case
+):
+    """--resume checks every field it uses before training (issue 30, item 7): one line, and
+    nothing written, not even the TensorBoard log; a negative epoch never trains from -4."""
+    state = torch.load(lecture_checkpoint(tmp_path / "good.pt"), weights_only=True)
+    torch.save(CRAFTED[case](state), tmp_path / "bad.pt")
+    out, logs = tmp_path / "out", tmp_path / "runs"
+    args = ["train", "--resume", str(tmp_path / "bad.pt"), "--epochs", "3"]
+    assert main([*args, "--out", str(out), "--logdir", str(logs)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "bad.pt" in err[0], err
+    assert not out.exists() and not logs.exists()
+
+
+def test_the_checks_pass_a_good_checkpoint_and_it_resumes(data_root, tmp_path, capsys):
+    """The same checks let the untouched checkpoint through: it resumes, and trains epoch 2."""
+    good = lecture_checkpoint(tmp_path / "good.pt")
+    args = ["train", "--resume", str(good), "--epochs", "2", "--batch-size", "500"]
+    assert main([*args, "--out", str(tmp_path / "o"), "--logdir", str(tmp_path / "l")]) == 0
+    assert (tmp_path / "o" / "lesson_net_epoch02.pt").is_file()
+    assert f"resumed from {good} after epoch 1" in capsys.readouterr().out
+
+
+def test_overwrite_refuses_a_folder_where_a_checkpoint_would_go_before_training(
+    data_root, tmp_path, capsys
+):
+    """--overwrite replaces files, not a folder of a checkpoint's name (item 15): refused at
+    once, before an epoch is trained, and the folder stays."""
+    blocked = tmp_path / "o" / "lesson_net_epoch01.pt"
+    (blocked / "inside").mkdir(parents=True)
+    args = ["train", "--epochs", "1", "--overwrite", "--out", str(tmp_path / "o")]
+    assert main([*args, "--logdir", str(tmp_path / "l")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lesson_net_epoch01.pt, which is not a file" in err[0], err
+    assert (blocked / "inside").is_dir() and not (tmp_path / "l").exists()
+
+
+def limited_writes(limit: int):
+    """A ``preexec_fn`` that lets the child process write files of at most ``limit`` bytes: its
+    writes beyond that fail as they would on a full disk, with EFBIG (Python ignores SIGXFSZ)."""
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="resource limits are POSIX")
+def test_a_save_the_file_system_refuses_is_one_line_and_keeps_nothing_half_written(
+    data_root, tmp_path
+):
+    """The operating system's refusals go through one mapping at the command line's boundary
+    (item 3): a checkpoint too large to be written, as on a full disk, is one line naming the
+    file, for train and export; no temporary file is left, and an earlier file is intact."""
+    out, logs = tmp_path / "o", tmp_path / "l"
+    env = dict(os.environ, CIFAR_COURSE_SMOKE="1")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifar_course",
+            "train",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "500",
+            "--out",
+            str(out),
+            "--logdir",
+            str(logs),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=limited_writes(100_000),
+    )
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+    assert run.returncode == 1 and len(errors) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.rstrip().endswith(errors[0])  # the last line, after the progress bars
+    assert "lesson_net_epoch01.pt" in run.stderr and "ulimit" in run.stderr
+    assert "Files saved before this are intact" in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == []  # no half-written or temporary file
+    good = lecture_checkpoint(tmp_path / "good.pt")
+    earlier = tmp_path / "exported.pt"
+    earlier.write_bytes(b"an earlier export")
+    run = subprocess.run(
+        [sys.executable, "-m", "cifar_course", "export", str(good), str(earlier), "--force"],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=limited_writes(10_000),
+    )
+    assert_one_clear_line(run)
+    assert earlier.read_bytes() == b"an earlier export"
+
+
+def test_each_operating_system_error_becomes_one_line_with_what_to_do():
+    """The one mapping: the file, the advice and the system's own words, on one line."""
+    import errno
+
+    from cifar_course.errors import os_error_message
+
+    full = os_error_message(OSError(errno.ENOSPC, "No space left on device", "ck/x.pt"))
+    assert full == (
+        "cannot use 'ck/x.pt': the disk is full: free some space, or choose a folder on another "
+        "disk (No space left on device). Files saved before this are intact."
+    )
+    denied = os_error_message(PermissionError(errno.EACCES, "Permission denied", "MD5SUMS"))
+    assert "'MD5SUMS': permission denied" in denied
+    odd = os_error_message(OSError(errno.EXDEV, "Invalid cross-device link"))
+    assert odd.startswith("cannot use a file: Invalid cross-device link.")
+    for message in (full, denied, odd):
+        assert "\n" not in message
+
+
+def test_a_data_folder_name_too_long_is_one_line_from_the_command_line(tmp_path):
+    """An operating-system error while looking for the data (a name longer than the file system
+    allows, which pathlib does not swallow) reaches the learner as one line too."""
+    run = cli("data", env=dict(os.environ, CIFAR_COURSE_DATA=str(tmp_path / ("a" * 300))))
+    assert_one_clear_line(run)
+    assert "the name is too long for the file system" in run.stderr
+
+
+def test_checksums_that_are_not_text_are_one_line(data_root, tmp_path):
+    """An MD5SUMS with bytes that are not UTF-8 (item 14)."""
+    from test_data import _copy_with_links
+
+    folder = _copy_with_links(data_root, tmp_path)
+    (folder / "test_batch").unlink()
+    (folder / "test_batch").write_bytes(b"not the batch")  # so that MD5SUMS must be read
+    (tmp_path / "MD5SUMS").write_bytes(b"\xff\xfe\x00 not text\n")
+    run = cli("data", env=dict(os.environ, CIFAR_COURSE_DATA=str(tmp_path)))
+    assert_one_clear_line(run)
+    assert "is not a list of checksums" in run.stderr
+
+
+def test_a_batch_whose_labels_are_text_is_one_line(data_root, tmp_path, monkeypatch):
+    """Labels that are strings, in a batch whose MD5SUMS line was edited to match (item 14)."""
+    from test_data import _copy_with_links
+
+    folder = _copy_with_links(data_root, tmp_path)
+    with (folder / "test_batch").open("rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    entry["labels"] = [str(label) for label in entry["labels"]]
+    (folder / "test_batch").unlink()
+    with (folder / "test_batch").open("wb") as f:
+        pickle.dump(entry, f)
+    with (tmp_path / "MD5SUMS").open("a") as sums:  # a later line wins
+        sums.write(f"{data._md5(folder / 'test_batch')}  x/test_batch\n")
+    monkeypatch.setenv("CIFAR_COURSE_DATA", str(tmp_path))
+    with pytest.raises(CourseError, match="has a label '3', not a class number 0-9"):
+        data.load_arrays(False, tmp_path)
