@@ -19,6 +19,7 @@ Without torchrun's variables nothing here runs, and no process group is started.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +56,46 @@ def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
+class Stopped(Exception):
+    """torchrun stopped this process (SIGTERM): another process of the job ended first."""
+
+
+def _stopped_by_torchrun(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough: let the clean-up finish
+    raise Stopped("torchrun stopped it")
+
+
+_PEER_GONE = {  # what PyTorch's process groups say when another process has gone
+    "Connection closed by peer": "its connection closed",
+    "Connection reset by peer": "its connection was reset",
+    "Broken pipe": "its connection broke",
+    "timed out": "it stopped answering",
+}
+
+
+def lost_a_process(exc: BaseException) -> str | None:
+    """Why ``exc`` says that another process of the job is gone, in a few words (torchrun's
+    SIGTERM, or a collective operation whose peer went away); None if it says no such thing."""
+    if isinstance(exc, Stopped):
+        return "torchrun stopped this one"
+    if not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    for words, reason in _PEER_GONE.items():
+        if words in text:
+            return reason
+    return "its process group failed" if isinstance(exc, dist.DistError) else None
+
+
 def start(device_name: str = "auto") -> Distributed | None:
-    """Join torchrun's process group and pick this process's device; None without torchrun."""
+    """Join torchrun's process group and pick this process's device; None without torchrun.
+
+    Under torchrun, SIGTERM (which torchrun sends to every process once one of them has
+    failed) raises ``Stopped``, so that the process can say so in one line instead of dying
+    without a word."""
     if not launched_by_torchrun():
         return None
+    signal.signal(signal.SIGTERM, _stopped_by_torchrun)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     if device_name == "mps":
@@ -114,9 +151,12 @@ def _store_for_this_attempt(world_size: int, restart: int) -> dist.Store | None:
 
 
 def stop(job: Distributed | None) -> None:
-    """Leave the process group (nothing to do without torchrun)."""
+    """Leave the process group (nothing to do without torchrun), and let SIGTERM end the
+    process again as it normally does."""
     if job is not None and dist.is_initialized():
         dist.destroy_process_group()
+    if job is not None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def barrier(job: Distributed | None) -> None:

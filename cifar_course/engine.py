@@ -506,6 +506,22 @@ def stop_if_diverged(train_loss: float, epoch: int) -> None:
         )
 
 
+def stopped_message(job: Distributed, out: str, reason: str) -> str:
+    """The one line of a process whose torchrun job lost another process: what happened
+    (``reason``), and the command's way on from the last checkpoint in ``out``."""
+    saved = sorted(Path(out).glob("*_epoch[0-9]*.pt"), key=lambda p: (len(p.stem), p.stem))
+    way_on = (
+        f"the checkpoints already written are intact: to go on, run the same command with "
+        f"--resume {saved[-1]}"
+        if saved
+        else "no checkpoint was written yet: run the same command again"
+    )
+    return (
+        f"process {job.rank} of {job.world_size} stopped, because another process of this "
+        f"torchrun job ended first ({reason}); {way_on}."
+    )
+
+
 def quiet(message: str) -> None:
     """The log of every process but rank 0 under torchrun: one voice is enough."""
 
@@ -536,6 +552,11 @@ def fit(
     log = log if job is None or job.is_main else quiet
     try:
         return _train(recipe, run, hyper, logdir, job, log, on_epoch)
+    except (distributed.Stopped, RuntimeError) as exc:
+        reason = distributed.lost_a_process(exc) if job is not None else None
+        if job is None or reason is None:
+            raise
+        raise CourseError(stopped_message(job, run.out, reason)) from None
     finally:
         release_out(run.out)  # taken by refuse_to_overwrite, once the run is allowed
         distributed.stop(job)

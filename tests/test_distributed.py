@@ -222,6 +222,33 @@ def test_a_killed_worker_leaves_the_checkpoints_intact_and_the_restart_resumes(t
     assert out.count("final test accuracy") == 1
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
+def test_when_a_worker_is_killed_the_survivor_says_so_in_one_line(tmp_path, data_root):
+    """SIGKILL rank 1 without restarts: rank 0, which torchrun then stops (or whose collective
+    fails first), prints the course's one line with the way on, and no traceback of its own;
+    torchrun's own summary may follow."""
+    job = torchrun(tmp_path, 2, "--epochs", "6", "--batch-size", "8", wait=False)
+    first = tmp_path / "out" / "lesson_net_epoch01.pt"
+    deadline = time.monotonic() + 300
+    while not first.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = workers_of(job.pid)
+    assert first.exists() and 1 in workers, workers
+    os.kill(workers[1], signal.SIGKILL)
+    out, _ = job.communicate(timeout=600)
+    assert job.returncode != 0
+    lines = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, out
+    assert lines[0].startswith("error: process 0 of 2 stopped, because another process") and (
+        "run the same command with --resume" in lines[0] and "lesson_net_epoch0" in lines[0]
+    ), lines
+    assert out.count("Traceback (most recent call last)") <= 1  # torchrun's own, if any
+    assert "ChildFailedError" in out or "Traceback" not in out
+    assert torch.load(first, weights_only=True)["epoch"] == 1  # intact
+
+
 @pytest.fixture
 def one_process_group(tmp_path):
     dist.init_process_group(
