@@ -256,17 +256,27 @@ def check_values(state: dict[str, Any], path: Path) -> None:
     (sparse, or meta tensors, which hold no values). BatchNorm's batch counter, an integer, is
     the one exception to the first rule."""
     for key, value in state.items():
+        if not isinstance(key, str):
+            raise CourseError(
+                f"'{path}' names a tensor {key!r}, not by a layer name. Check the file."
+            )
         if not isinstance(value, torch.Tensor):
             continue
-        if value.layout != torch.strided or value.is_meta:
+        if value.is_nested or value.layout != torch.strided or value.is_meta:
             kind = "a tensor without data (meta)" if value.is_meta else f"a {value.layout} tensor"
             raise CourseError(
                 f"'{path}' holds {key} as {kind}, not a plain tensor of weights: it is no trained "
                 "network the course saves or loads. Check the file."
             )
+        stored = value.untyped_storage().nbytes() // max(value.element_size(), 1)
+        if value.numel() > stored:  # a tensor expanded (stride 0) to claim what the file lacks
+            raise CourseError(
+                f"'{path}' holds {key} with {value.numel():,} values over a storage of "
+                f"{stored:,}: a crafted file, not trained weights. Check the file."
+            )
         if key.endswith("num_batches_tracked"):
             continue
-        if not value.is_floating_point():
+        if value.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             raise CourseError(
                 f"'{path}' holds {key} as {value.dtype}, not floating-point weights: it is no "
                 "trained network. Check the file."
@@ -379,6 +389,24 @@ def check_lecture_layers(lecture: nn.Module, path: Path) -> None:
     """Refuse a lecture ``Tudui`` whose layers or their settings (kernel, stride, padding,
     dilation, sizes) are not the lecture's network's, before it runs even once: a crafted
     padding of 100000 would ask for terabytes, and missing pooling layers would fail inside."""
+    for module in lecture.modules():
+        hooks = [
+            name
+            for name in (
+                "_forward_hooks",
+                "_forward_pre_hooks",
+                "_backward_hooks",
+                "_state_dict_hooks",
+                "_load_state_dict_pre_hooks",
+            )
+            if getattr(module, name, None)
+        ]
+        if hooks or "forward" in vars(module):
+            attached = ", ".join(hooks) or "a forward of its own"
+            raise CourseError(
+                f"'{path}' holds a Tudui with code attached to its layers ({attached}), which "
+                "the lecture's network has not, so the course does not run it."
+            )
     got, wanted = _layers(lecture), _layers(LessonNetSequential())
     if got == wanted:
         return
@@ -396,6 +424,7 @@ def check_lecture_layers(lecture: nn.Module, path: Path) -> None:
 def _from_lecture(lecture: LectureModule, path: Path, log: Log) -> nn.Module:
     """The course's lesson net with the weights of the lecture's whole ``Tudui`` model."""
     check_lecture_layers(lecture, path)
+    lecture = lecture.float()  # a Tudui saved after .double() or .half() runs as the course does
     state = lecture.state_dict()
     if match_lesson_layout(state) is None:
         raise CourseError(
@@ -405,12 +434,19 @@ def _from_lecture(lecture: LectureModule, path: Path, log: Log) -> nn.Module:
         )
     model = to_lesson_net(state).to(next(lecture.parameters()).device)
     probe = torch.rand(2, 3, 32, 32, device=next(lecture.parameters()).device)
-    with torch.no_grad():
-        if not torch.allclose(lecture.eval()(probe), model.eval()(probe), atol=1e-5):
-            raise CourseError(
-                f"'{path}' holds a Tudui whose layers are not in the lesson net's order, so the "
-                "course cannot tell how to run them."
-            )
+    try:
+        with torch.no_grad():
+            same = torch.allclose(lecture.eval()(probe), model.eval()(probe), atol=1e-5)
+    except RuntimeError as exc:
+        raise CourseError(
+            f"'{path}' holds a Tudui that fails on one batch of images "
+            f"({str(exc).splitlines()[0]}), so the course cannot use it."
+        ) from exc
+    if not same:
+        raise CourseError(
+            f"'{path}' holds a Tudui whose layers are not in the lesson net's order, so the "
+            "course cannot tell how to run them."
+        )
     log(f"'{path}': the lecture's whole Tudui model, loaded safely as the lesson net")
     return model
 
@@ -427,6 +463,29 @@ def load_model(
     """
     path = Path(path)
     obj = load(path, map_location, trust_pickle)
+    try:
+        model = _to_model(obj, path, log)
+    except CourseError:
+        raise
+    except (
+        KeyError,
+        TypeError,
+        AttributeError,
+        ValueError,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
+        # a crafted file that gets past the checks above: still one line, never a traceback
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CourseError(
+            f"'{path}' cannot be used as a model ({type(exc).__name__}: {detail}): it is damaged "
+            "or was made by hand. Use another file."
+        ) from exc
+    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+
+
+def _to_model(obj: Any, path: Path, log: Log) -> nn.Module:
+    """The network in ``obj``, loaded from ``path`` (see ``load_model``)."""
     if isinstance(obj, LectureModule):
         check_values(obj.state_dict(), path)
         model = _from_lecture(obj, path, log)
@@ -434,14 +493,20 @@ def load_model(
         check_values(obj.state_dict(), path)  # before the probe runs it
         model = check_classifier(obj, path)
     elif isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        model = _state_dict_to_model(obj["model"], path, obj.get("arch"), log)
+        weights, arch = obj.get("model"), obj.get("arch")
+        if not isinstance(weights, dict) or not (arch is None or isinstance(arch, str)):
+            raise CourseError(
+                f"'{path}' is a course checkpoint without weights or a network's name: it is "
+                "damaged or was edited. Use another checkpoint."
+            )
+        model = _state_dict_to_model(weights, path, arch, log)
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         model = _state_dict_to_model(obj, path, log=log)
     else:
         raise CourseError(
             f"'{path}' holds a {type(obj).__name__}, not a model, state_dict or course checkpoint."
         )
-    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
+    return model
 
 
 def export_state_dict(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import CourseError, os_error_message
+from .limits import MAX_BATCH, MAX_EPOCHS, MAX_LR
 
 if TYPE_CHECKING:
     from .engine import Hyper, Recipe, RunConfig
@@ -36,6 +38,9 @@ def _number(
 # counts of images, epochs or classes; learning rates; seeds that torch and NumPy both accept
 at_least_one = _number(int, lambda n: n >= 1, "must be at least 1")
 positive = _number(float, lambda x: 0 < x < math.inf, "must be a positive number")
+epochs = _number(int, lambda n: 1 <= n <= MAX_EPOCHS, f"must be from 1 to {MAX_EPOCHS:,}")
+batch = _number(int, lambda n: 1 <= n <= MAX_BATCH, f"must be from 1 to {MAX_BATCH:,}")
+rate = _number(float, lambda x: 0 < x <= MAX_LR, f"must be a positive number up to {MAX_LR:g}")
 seed = _number(int, lambda n: 0 <= n < 2**32, "must be from 0 to 4294967295")
 
 
@@ -197,7 +202,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     loader = DataLoader(test_set, batch_size=args.batch_size)
     _, predicted, targets = predict_all(model, loader, device)
     accuracy = (predicted == targets).float().mean().item()
-    print(f"test accuracy of {args.checkpoint}: {accuracy:.2%} on {len(targets):,} images")
+    print(
+        f"test accuracy of {one_line(args.checkpoint)}: {accuracy:.2%} on {len(targets):,} images"
+    )
     for name, acc in zip(CLASSES, per_class_accuracy(predicted, targets), strict=True):
         print(f"  {name:<10} {acc:.2%}")
     if args.tta:
@@ -295,21 +302,19 @@ def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="time the lecture's loop against the fast loop")
     p.add_argument(
         "--epochs",
-        type=at_least_one,
+        type=epochs,
         default=1,
         help="epochs per loop (%(default)s); 10 compares the recipe's accuracy too",
     )
-    p.add_argument(
-        "--batch-size", type=at_least_one, help="default: the lecture recipe's batch size"
-    )
-    p.add_argument("--lr", type=positive, help="default: the lecture recipe's learning rate")
+    p.add_argument("--batch-size", type=batch, help="default: the lecture recipe's batch size")
+    p.add_argument("--lr", type=rate, help="default: the lecture recipe's learning rate")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--seed", type=seed, default=0, help="default: %(default)s")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("evaluate", help="test accuracy of a checkpoint, overall and per class")
     p.add_argument("--checkpoint", required=True, metavar="PATH")
-    p.add_argument("--batch-size", type=at_least_one, default=256, help="default: %(default)s")
+    p.add_argument("--batch-size", type=batch, default=256, help="default: %(default)s")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument(
         "--tta",
@@ -354,11 +359,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a sub-command; turn a CourseError or an operating-system error (a full
     disk, a denied permission: ``errors.os_error_message``) into one line on stderr and exit 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(train_flags=argv[:1] == ["train"]).parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 cannot stop a run
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
+        args = build_parser(train_flags=argv[:1] == ["train"]).parse_args(argv)
         return int(args.func(args))
     except CourseError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `cifar-course predict ... | head -1`: the reader has had enough
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python's own advice for this case)
         return 1
     except OSError as exc:  # the operating system's refusals, for every command: one line
         print(f"error: {one_line(os_error_message(exc))}", file=sys.stderr)

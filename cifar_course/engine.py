@@ -21,9 +21,11 @@ from __future__ import annotations
 import math
 import os
 import random
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -37,14 +39,11 @@ from .checkpoints import check_values, load_checkpoint, load_model, save_checkpo
 from .device import pick_device, synchronize
 from .distributed import Distributed
 from .errors import CourseError
+from .limits import MAX_BATCH, MAX_EPOCHS, MAX_LR
 from .models import arch_name, copy_weights
 
 Log = Callable[[str], None]
 History = list[dict[str, float]]
-
-MAX_EPOCHS = 100_000  # beyond any run that ends; a larger number is a typing slip
-MAX_BATCH = 50_000  # the training set: a larger batch holds no more images
-MAX_LR = 1000.0  # far above any recipe's (1.5 at most); 1e39 is not even a float32
 
 
 def setting(default: Any, help: str | None = None, **cli: Any) -> Any:
@@ -89,6 +88,7 @@ class RunConfig:
 
     def validate(self) -> None:
         """Reject settings that cannot work, before anything is written."""
+        check_types(self)
         if self.resume and self.init_from:
             raise CourseError(
                 "--resume continues a run and --init-from starts a new one; give only one of them."
@@ -96,6 +96,8 @@ class RunConfig:
         if not 0 <= self.seed < 2**32:
             raise CourseError(f"--seed must be from 0 to 4294967295, got {self.seed}.")
         for flag, folder in (("--out", self.out), ("--logdir", self.logdir)):
+            if folder is not None and not folder.strip():
+                raise CourseError(f"{flag} is empty; give a folder.")
             if folder is not None:
                 _check_writable(Path(folder), flag)
 
@@ -115,6 +117,7 @@ class Hyper:
 
     def validate(self) -> None:
         """Reject settings that cannot work, before anything is written."""
+        check_types(self)
         if not 1 <= self.epochs <= MAX_EPOCHS:
             raise CourseError(f"--epochs must be from 1 to {MAX_EPOCHS:,}, got {self.epochs}.")
         if not 1 <= self.batch_size <= MAX_BATCH:
@@ -128,8 +131,32 @@ class Hyper:
 
 H = TypeVar("H", bound=Hyper)
 
+_KINDS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def check_types(settings: Any) -> None:
+    """Refuse a setting of the wrong kind (``epochs="2"``, ``lookahead="no"``, ``seed=1.5``),
+    as each dataclass field declares it, in one line: from Python as from the command line."""
+    for item in fields(settings):
+        value, declared = getattr(settings, item.name), str(item.type)
+        if value is None and "None" in declared:
+            continue
+        kind = declared.split(" |")[0]
+        allowed = _KINDS.get(kind)
+        if allowed is None:
+            continue
+        wrong = not isinstance(value, allowed) or (kind != "bool" and isinstance(value, bool))
+        if wrong:  # a number out of range (inf, NaN) is for each recipe's validate to say
+            flag = "--" + item.name.replace("_", "-")
+            raise CourseError(
+                f"{flag} must be {'a' if kind != 'int' else 'a whole'} "
+                f"{'number' if kind in ('int', 'float') else kind}, got {value!r}."
+            )
+
 
 def _check_writable(folder: Path, flag: str) -> None:
+    if folder.is_symlink() and not folder.exists():  # a loop, or a link to nothing
+        raise CourseError(f"{flag} '{folder}' is a link that leads nowhere; give a folder.")
     existing = folder
     while not existing.exists():
         existing = existing.parent
@@ -206,13 +233,19 @@ class Recipe:
             )
         check_resumable(saved, path, self.model, self.optimizer)
         check_values(saved["model"], Path(path))
+        settings = [
+            {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
+        ]
         try:
             self.model.load_state_dict(saved["model"])
             if saved["optimizer"] is not None:
                 self.optimizer.load_state_dict(saved["optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise _unresumable(path, f"does not load ({str(exc).splitlines()[0]})") from exc
-        for group in self.optimizer.param_groups:
+        # The momentum buffers go on; the settings are this run's (a checkpoint's own could
+        # have been edited: maximize=True, momentum="abc")
+        for group, mine in zip(self.optimizer.param_groups, settings, strict=True):
+            group.update(mine)
             group["lr"] = self.hyper.lr
 
     def check(self, saved: dict[str, Any] | None) -> None:
@@ -259,11 +292,16 @@ def check_resumable(
     at least 0, a history that is not a list of rows, weights whose names or shapes differ from
     the network's, or an optimizer state whose groups or buffers do not fit the optimizer's."""
     epoch = saved.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= MAX_EPOCHS:
         raise _unresumable(path, f"holds the epoch count {epoch!r}, not a whole number of epochs")
     history = saved.get("history")
-    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
-        raise _unresumable(path, "holds no history of its epochs")
+    if not isinstance(history, list) or not all(
+        isinstance(row, dict)
+        and {"train_loss", "test_accuracy", "seconds"} <= row.keys()
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values())
+        for row in history
+    ):
+        raise _unresumable(path, "holds no history of its epochs, in numbers")
     weights, expected = saved.get("model"), model.state_dict()
     if not isinstance(weights, dict) or not all(
         isinstance(v, torch.Tensor) for v in weights.values()
@@ -305,16 +343,28 @@ def check_resumable(
         )
     params = [p for group in live for p in group["params"]]
     ids = [i for group in groups for i in group["params"]]
+    whole = all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+    if not whole or sorted(ids) != list(range(len(params))):
+        raise _unresumable(path, "numbers the optimizer's parameters wrongly")
     for key, buffers in state["state"].items():
         if key not in ids or not isinstance(buffers, dict):
             raise _unresumable(path, f"holds optimizer state for an unknown parameter {key!r}")
         param = params[ids.index(key)]
         for name, value in buffers.items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+            if name == "step":  # Adam's and others' counters: a number, not a buffer
+                continue
+            plain = (
+                isinstance(value, torch.Tensor)
+                and value.layout == torch.strided
+                and not value.is_meta
+                and value.dtype == param.dtype
+                and value.shape == param.shape
+            )
+            if not plain or not bool(torch.isfinite(value).all()):
                 raise _unresumable(
                     path,
-                    f"holds an optimizer {name} of shape {list(value.shape)} for a parameter of "
-                    f"shape {list(param.shape)}",
+                    f"holds an optimizer {name} that is not finite numbers of the shape "
+                    f"{list(param.shape)} of its parameter",
                 )
 
 
@@ -345,7 +395,7 @@ def own_out(out: str | Path) -> None:
     run writes into the folder now). The lock is the folder's own (``flock`` on the directory),
     so no file is added; the operating system drops it when the process ends, however it ends.
     Without ``fcntl`` (Windows) there is no lock."""
-    folder = Path(out).resolve()
+    folder = Path(os.path.realpath(out))
     if fcntl is None or folder in _OWNED:
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -359,13 +409,15 @@ def own_out(out: str | Path) -> None:
             "another --out."
         ) from None
     _OWNED[folder] = descriptor
-    for stale in folder.glob(".*.tmp"):  # a killed save's, named by checkpoints.atomic_save
-        stale.unlink(missing_ok=True)
+    # a killed save's, named by checkpoints.atomic_save ".NAME.XXXXXXXX.tmp": of checkpoints only
+    for stale in folder.glob(".*_epoch[0-9]*.pt.*.tmp"):
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
 
 
 def release_out(out: str | Path) -> None:
     """Give up the lock that ``own_out`` took on ``out``, if this process holds it."""
-    descriptor = _OWNED.pop(Path(out).resolve(), None)
+    descriptor = _OWNED.pop(Path(os.path.realpath(out)), None)
     if descriptor is not None:
         os.close(descriptor)
 
@@ -423,19 +475,16 @@ def refuse_to_overwrite(
     # another process gets here. If it stops, torchrun stops the others.
     new_run = done == 0 and (job is None or (job.restart == 0 and job.is_main))
     events = sorted(Path(logdir).glob("events.out.tfevents.*")) if new_run else []
-    for path in [p for p in events if p.is_file() and p.stat().st_size == 0]:
-        path.unlink()  # an events file that a full disk left empty holds no curve: not a run
-        events.remove(path)
+    empty = [p for p in events if p.is_file() and p.stat().st_size == 0]
+    events = [p for p in events if p not in empty]  # a full disk's leftovers: no curve, no run
     if events and not run.overwrite:
         raise CourseError(
             f"--logdir '{logdir}' already holds an earlier run's TensorBoard events, which "
             "TensorBoard would draw as one curve with this run's; give another --logdir, or add "
             "--overwrite to replace them."
         )
-    for path in events:
-        path.unlink()
     if job is None or job.is_main:
-        own_out(run.out)
+        own_out(run.out)  # before any file is removed: a run that is refused removes nothing
         late = [p for p in existing_checkpoints(run.out, arch, done, epochs) if p not in existing]
         if late and not run.overwrite:  # written between the check above and the lock
             release_out(run.out)
@@ -443,6 +492,13 @@ def refuse_to_overwrite(
                 f"--out '{run.out}' now holds {late[0].name}, written by another run; give "
                 "another --out."
             )
+    for path in [*empty, *events]:
+        if path.is_dir() and not path.is_symlink():
+            raise CourseError(
+                f"--logdir '{logdir}' holds a folder named {path.name}, where TensorBoard writes "
+                "its events; move it away, or give another --logdir."
+            )
+        path.unlink()
 
 
 def starting_point(
@@ -522,6 +578,27 @@ def stopped_message(job: Distributed, out: str, reason: str) -> str:
     )
 
 
+@contextmanager
+def _naming(logdir: str) -> Iterator[None]:
+    """TensorBoard's writer reports a failed write (a full disk) without a file name: give it
+    the log folder's, so that the one line says where."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, logdir) from None
+
+
+def _quiet_writer_thread(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard writes its events in a thread of its own; when a write fails (a full disk),
+    the thread dies with a traceback, and the writer's next call in the training loop raises the
+    same error, which the command line reports in one line. So that thread's traceback is not
+    printed; any other thread's is."""
+    if type(args.thread).__name__ != "_AsyncWriterThread":
+        threading.__excepthook__(args)
+
+
 def quiet(message: str) -> None:
     """The log of every process but rank 0 under torchrun: one voice is enough."""
 
@@ -544,6 +621,11 @@ def fit(
     """
     run = run or RunConfig()
     run.validate()
+    if hyper is not None and type(hyper) is not recipe.hyper_type:
+        raise CourseError(
+            f"the {recipe.name} recipe takes {recipe.hyper_type.__name__}, not "
+            f"{type(hyper).__name__}."
+        )
     hyper = (hyper or recipe.hyper_type()).resolved(pick_device(run.device).type)
     hyper.validate()
     logdir = run.logdir or recipe.logdir
@@ -586,10 +668,13 @@ def _train(
     settings |= {"resume": resume_from, "init_from": weights_from}  # after a restart, its own
     settings["run_id"] = job.run_id if job is not None else ""  # finds the job's own checkpoints
     writer = None
+    hook = threading.excepthook
+    threading.excepthook = _quiet_writer_thread
     try:
         log(recipe.start(saved))
         step = start * recipe.steps_per_epoch
-        writer = SummaryWriter(logdir, purge_step=step or None) if recipe.main else None
+        with _naming(logdir):
+            writer = SummaryWriter(logdir, purge_step=step or None) if recipe.main else None
         for epoch in range(start, hyper.epochs):
             synchronize(device)  # the last epoch's test and checkpoint are not training time
             began = time.perf_counter()
@@ -601,11 +686,12 @@ def _train(
             stop_if_diverged(train_loss, epoch + 1)  # on every process: they hold the same loss
             if writer is not None:  # rank 0: test the whole test set once, save, log
                 metrics = recipe.evaluate(epoch + 1)
-                if not recipe.logs_steps:
-                    writer.add_scalar("train_loss", train_loss, step)
-                for name, value in metrics.items():
-                    writer.add_scalar(name, value, epoch + 1)
-                writer.flush()
+                with _naming(logdir):
+                    if not recipe.logs_steps:
+                        writer.add_scalar("train_loss", train_loss, step)
+                    for name, value in metrics.items():
+                        writer.add_scalar(name, value, epoch + 1)
+                    writer.flush()
                 row = {"epoch": epoch + 1, "train_loss": train_loss, **metrics, "seconds": seconds}
                 history.append(row)
                 path = save_checkpoint(
@@ -628,8 +714,12 @@ def _train(
             distributed.barrier(job)  # the others wait while rank 0 evaluates and saves
     finally:
         recipe.close()
-        if writer is not None:
-            writer.close()
+        try:
+            if writer is not None:
+                writer.close()
+        except OSError:
+            pass  # the first error is the one to report
+        threading.excepthook = hook
     if recipe.main:
         for line in recipe.report(history):
             log(line)

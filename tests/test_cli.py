@@ -287,11 +287,14 @@ def test_a_run_whose_loss_stops_being_a_number_saves_nothing(data_root, tmp_path
     "args, message",
     [
         (["predict", "--checkpoint", "x.pt", "--top", "0", "dog.jpg"], "--top: must be at least 1"),
-        (["evaluate", "--checkpoint", "x.pt", "--batch-size", "0"], "--batch-size: must be at"),
+        (["evaluate", "--checkpoint", "x.pt", "--batch-size", "0"], "--batch-size: must be from 1"),
+        (["evaluate", "--checkpoint", "x.pt", "--batch-size", "99999999999999999999"], "50,000"),
         (["train", "--seed", "-1"], "--seed: must be from 0 to 4294967295, got -1"),
         (["train", "--seed", "4294967296"], "--seed: must be from 0 to 4294967295"),
-        (["benchmark", "--lr", "-1"], "--lr: must be a positive number, got -1"),
+        (["benchmark", "--lr", "-1"], "--lr: must be a positive number up to 1000, got -1"),
         (["benchmark", "--lr", "0"], "--lr: must be a positive number"),
+        (["benchmark", "--lr", "1e308"], "--lr: must be a positive number up to 1000"),
+        (["benchmark", "--epochs", "200000"], "--epochs: must be from 1 to 100,000"),
         (["benchmark", "--seed", "-1"], "--seed: must be from 0"),
     ],
 )

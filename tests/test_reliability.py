@@ -3,6 +3,7 @@
 import io
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -546,6 +547,24 @@ CRAFTED = {
         lambda s: s["optimizer"]["state"][0].update({"momentum_buffer": torch.zeros(3)})
     ),
     "state for no parameter": crafted(lambda s: s["optimizer"]["state"].update({99: {}})),
+    "a 0-dim momentum buffer": crafted(
+        lambda s: s["optimizer"]["state"][0].update({"momentum_buffer": torch.tensor(1.0)})
+    ),
+    "a sparse momentum buffer": crafted(
+        lambda s: s["optimizer"]["state"][0].update(
+            {"momentum_buffer": s["optimizer"]["state"][0]["momentum_buffer"].to_sparse()}
+        )
+    ),
+    "a NaN momentum buffer": crafted(
+        lambda s: s["optimizer"]["state"][0]["momentum_buffer"].fill_(float("nan"))
+    ),
+    "parameters numbered twice": crafted(
+        lambda s: s["optimizer"]["param_groups"][0].update(
+            {"params": [0] * len(s["optimizer"]["param_groups"][0]["params"])}
+        )
+    ),
+    "an epoch of 10**30": crafted(lambda s: s.update({"epoch": 10**30})),
+    "a history row of text": crafted(lambda s: s["history"][0].update({"test_accuracy": "x"})),
 }
 
 
@@ -704,3 +723,151 @@ def test_a_batch_whose_labels_are_text_is_one_line(data_root, tmp_path, monkeypa
     monkeypatch.setenv("CIFAR_COURSE_DATA", str(tmp_path))
     with pytest.raises(CourseError, match="has a label '3', not a class number 0-9"):
         data.load_arrays(False, tmp_path)
+
+
+def test_a_resumed_run_takes_its_own_optimizer_settings_not_the_checkpoints(tmp_path):
+    """A checkpoint's optimizer settings could have been edited (maximize=True would climb the
+    loss, momentum="abc" would crash the step): the buffers go on, the settings are this run's."""
+    from cifar_course.engine import resume
+    from cifar_course.recipes.lecture import Lecture, LectureHyper
+
+    state = torch.load(lecture_checkpoint(tmp_path / "good.pt"), weights_only=True)
+    state["optimizer"]["param_groups"][0].update(
+        {"maximize": True, "momentum": "abc", "weight_decay": 1e30}
+    )
+    torch.save(state, tmp_path / "edited.pt")
+    recipe = Lecture(LectureHyper(epochs=2), torch.device("cpu"), None, 0, lambda line: None)
+    resume(recipe, str(tmp_path / "edited.pt"), epochs=2, log=lambda line: None)
+    group = recipe.optimizer.param_groups[0]
+    assert (group["maximize"], group["momentum"], group["weight_decay"]) == (False, 0, 0)
+    assert recipe.optimizer.state[group["params"][0]]["momentum_buffer"].shape == (32, 3, 5, 5)
+
+
+def test_a_run_removes_only_its_own_kind_of_temporary_file(tmp_path):
+    """A training run cleans up the temporary files of killed checkpoint saves in --out, and
+    nothing else: a learner's own .something.tmp stays."""
+    from cifar_course.engine import own_out, release_out
+
+    (tmp_path / ".report.docx.tmp").write_text("mine")
+    (tmp_path / ".cache.tmp").mkdir()
+    (tmp_path / ".lesson_net_epoch01.pt.k2j3h4.tmp").write_bytes(b"half a checkpoint")
+    own_out(tmp_path)
+    release_out(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache.tmp", ".report.docx.tmp"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no advisory locks on Windows")
+def test_a_refused_run_removes_no_other_runs_log(tmp_path):
+    """--overwrite removes an earlier run's events only once this run owns --out: a run that is
+    refused because another one trains into the same --out leaves that run's log alone."""
+    import fcntl
+
+    from cifar_course.engine import RunConfig, refuse_to_overwrite
+
+    out, logdir = tmp_path / "o", tmp_path / "l"
+    out.mkdir()
+    logdir.mkdir()
+    events = logdir / "events.out.tfevents.1.host"
+    events.write_bytes(b"the other run's curves")
+    other = os.open(out, os.O_RDONLY)  # the other run's lock on --out
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        run = RunConfig(out=str(out), logdir=str(logdir), overwrite=True)
+        with pytest.raises(CourseError, match="is in use by another training run"):
+            refuse_to_overwrite(run, str(logdir), "lesson_net", 0, 1, None)
+    finally:
+        os.close(other)
+    assert events.read_bytes() == b"the other run's curves"
+
+
+def test_a_full_log_disk_is_one_line_naming_the_log_folder(
+    data_root, tmp_path, capsys, monkeypatch
+):
+    """TensorBoard writes in a thread of its own, which dies with a traceback when the disk is
+    full, and its next call raises an error that names no file: one line, naming --logdir."""
+    import errno
+
+    from tensorboard.summary.writer import record_writer
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full)
+    args = ["train", "--epochs", "2", "--batch-size", "500", "--out", str(tmp_path / "o")]
+    assert main([*args, "--logdir", str(tmp_path / "l")]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "it/s" not in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"cannot use '{tmp_path / 'l'}': the disk is full" in lines[0]
+
+
+CRAFTED_MODELS = {
+    "a Tudui in float64": None,  # made by a script, below
+    "arch as a list": lambda s: {**s, "arch": ["lesson_net"]},
+    "a format and nothing else": lambda s: {"format": s["format"]},
+    "weights as a list": lambda s: {**s, "model": [1, 2]},
+    "a key that is a number": lambda s: {**s, "model": {**s["model"], 7: torch.zeros(1)}},
+    "float8 weights": lambda s: {
+        **s,
+        "model": {**s["model"], "conv1.bias": s["model"]["conv1.bias"].to(torch.float8_e4m3fn)},
+    },
+    "an expanded tensor": lambda s: {
+        **s,
+        "model": {**s["model"], "huge": torch.zeros(1).expand(2**40)},
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED_MODELS))
+def test_a_crafted_model_file_is_one_line_for_evaluate(tmp_path, capsys, case):
+    """Files past the first checks still end in one line (a Tudui saved in float64 loads)."""
+    if CRAFTED_MODELS[case] is None:
+        from test_lecture import SEQUENTIAL, run_python
+
+        (tmp_path / "model.py").write_text(SEQUENTIAL.format(attr="model1"))
+        run_python(
+            tmp_path,
+            "import torch\nfrom model import Tudui\ntorch.save(Tudui().double(), 'tudui_0.pth')\n",
+        )
+        assert main(["export", str(tmp_path / "tudui_0.pth"), str(tmp_path / "e.pt")]) == 0
+        return
+    state = torch.load(lecture_checkpoint(tmp_path / "good.pt"), weights_only=True)
+    torch.save(CRAFTED_MODELS[case](state), tmp_path / "bad.pt")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "bad.pt")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "bad.pt" in err[0], err
+
+
+def test_python_callers_get_one_clear_error_for_settings_of_the_wrong_kind(tmp_path):
+    from cifar_course.engine import RunConfig, fit
+    from cifar_course.recipes.lecture import Lecture, LectureHyper
+    from cifar_course.recipes.modern import ModernHyper
+
+    run = RunConfig(out=str(tmp_path / "o"), logdir=str(tmp_path / "l"))
+    for hyper, message in (
+        (LectureHyper(epochs="2"), "--epochs must be a whole number, got '2'"),
+        (LectureHyper(epochs=1.5), "--epochs must be a whole number, got 1.5"),
+        (LectureHyper(fast="no"), "--fast must be a bool, got 'no'"),
+        (LectureHyper(log_every=0), "log_every must be at least 1"),
+        (ModernHyper(), "the lecture recipe takes LectureHyper, not ModernHyper"),
+    ):
+        with pytest.raises(CourseError, match=re.escape(message)):
+            fit(Lecture, run, hyper)
+    with pytest.raises(CourseError, match=re.escape("--seed must be a whole number, got '1'")):
+        fit(Lecture, RunConfig(out=str(tmp_path / "o"), seed="1"), LectureHyper())
+    assert not (tmp_path / "o").exists() and not (tmp_path / "l").exists()
+
+
+def test_odd_names_and_links_are_one_line(tmp_path, capsys):
+    """A symlink loop as --out; a file name that is not UTF-8 on a strict UTF-8 terminal."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert main(["train", "--out", str(tmp_path / "loop"), "--logdir", str(tmp_path / "l")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a link that leads nowhere" in err[0], err
+    run = subprocess.run(
+        [sys.executable, "-m", "cifar_course", "evaluate", "--checkpoint", b"bad\xffname.pt"],
+        capture_output=True,
+        env=dict(os.environ, PYTHONIOENCODING="utf-8:strict"),
+    )
+    lines = run.stderr.decode("utf-8", "replace").strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1 and "does not exist" in lines[0], lines

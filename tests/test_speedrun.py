@@ -804,3 +804,27 @@ def test_the_compiled_run_on_cuda_learns_as_the_eager_one_and_freezes_the_whiten
         for e in (3, 4)
     ]
     assert torch.equal(saved[0]["model"]["whiten.bias"], saved[1]["model"]["whiten.bias"])
+
+
+@pytest.mark.slow
+def test_crafted_speedrun_entries_are_refused_before_resuming(tmp_path):
+    """The speed-run's own checkpoint entries are checked too: bf16 must be True or False (a
+    text would be taken for True), the lookahead weights must fit the network."""
+    short_run(tmp_path / "a", batch_size=500, epochs=1)
+    good = torch.load(tmp_path / "a" / "o" / "speed_net_small_epoch01.pt", weights_only=True)
+    first = next(iter(good["lookahead"]))
+    for name, change, message in (
+        ("bf16", lambda s: s.update({"bf16": "no"}), "holds bf16 = 'no', not True or False"),
+        ("list", lambda s: s.update({"lookahead": [1]}), "lookahead weights that do not fit"),
+        (
+            "shape",
+            lambda s: s["lookahead"].update({first: torch.zeros(1)}),
+            "lookahead weights that do not fit",
+        ),
+    ):
+        state = {**good, "lookahead": dict(good["lookahead"])}
+        change(state)
+        torch.save(state, tmp_path / f"{name}.pt")
+        with pytest.raises(CourseError, match=re.escape(message)):
+            short_run(tmp_path / name, batch_size=500, resume=str(tmp_path / f"{name}.pt"))
+        assert not (tmp_path / name / "o").exists()

@@ -87,7 +87,8 @@ def test_a_resumed_run_trains_with_its_own_learning_rate(tmp_path):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model(torch.rand(2, 3, 32, 32)).sum().backward()
     optimizer.step()
-    path = save_checkpoint(tmp_path / "c.pt", model, optimizer, 1, [{"epoch": 1}])
+    row = {"epoch": 1, "train_loss": 2.0, "test_loss": 2.0, "test_accuracy": 0.2, "seconds": 1.0}
+    path = save_checkpoint(tmp_path / "c.pt", model, optimizer, 1, [row])
     recipe = Lecture(LectureHyper(epochs=2, lr=0.05), torch.device("cpu"), None, 0, print)
     recipe.optimizer = torch.optim.SGD(recipe.model.parameters(), lr=0.01, momentum=0.9)
     _, done, _ = resume(recipe, str(path), epochs=2, log=lambda _: None)

@@ -41,6 +41,11 @@ class LectureHyper(Hyper):
     )
     log_every: int = setting(100)  # TensorBoard gets every log_every-th step's loss
 
+    def validate(self) -> None:
+        super().validate()
+        if self.log_every < 1:
+            raise CourseError(f"log_every must be at least 1, got {self.log_every}.")
+
 
 def train_one_epoch(
     model: nn.Module,

@@ -22,6 +22,7 @@ from ..augment import augment, triangular_lr
 from ..data import TensorData
 from ..device import keep_freed_memory
 from ..engine import History, Hyper, Recipe, setting
+from ..errors import CourseError
 from ..evaluate import TTA_KEYS, evaluate_tta, tta_report
 from ..models import ModernNet
 
@@ -36,6 +37,16 @@ class ModernHyper(Hyper):
     momentum: float = setting(0.9)  # Nesterov
     weight_decay: float = setting(5e-4)
     label_smoothing: float = setting(0.2)
+
+    def validate(self) -> None:
+        super().validate()
+        for name, value, top in (
+            ("momentum", self.momentum, 1.0),
+            ("label_smoothing", self.label_smoothing, 1.0),
+            ("weight_decay", self.weight_decay, 1.0),
+        ):
+            if not 0 <= value < top:
+                raise CourseError(f"{name} must be from 0 to below {top:g}, got {value}.")
 
 
 class Modern(Recipe):

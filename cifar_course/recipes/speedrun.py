@@ -333,21 +333,6 @@ def set_lr(optimizer: torch.optim.SGD, lr: float, epoch: int) -> None:
     whiten_bias["lr"] = lr if epoch < WHITEN_BIAS_EPOCHS else 0.0
 
 
-def keep_decoupled(
-    optimizer: torch.optim.Optimizer, fresh: torch.optim.Optimizer, path: str
-) -> None:
-    """After ``--resume``: the loaded optimizer keeps its momentum buffers but takes this run's
-    settings, so that the weight decay stays decoupled from a changed ``--lr`` or batch size."""
-    if any("lr_scale" not in group for group in optimizer.param_groups):
-        raise CourseError(
-            f"'{path}' was saved by the speedrun recipe of before 2026-11-28, whose "
-            f"optimizer settings differ; start a new run from its weights with --init-from "
-            f"'{path}' instead of --resume."
-        )
-    for group, new in zip(optimizer.param_groups, fresh.param_groups, strict=True):
-        group.update({key: new[key] for key in ("weight_decay", "momentum", "lr_scale")})
-
-
 def schedule(step: int, total: int, peak: float) -> float:
     """The recipe's learning rate at ``step`` of ``total``: from 0.2 x ``peak`` up to ``peak``
     over the first 23% of the steps, then down to 0.07 x ``peak`` (``triangular_lr``)."""
@@ -534,6 +519,39 @@ def uses_bf16(device: torch.device, batch_size: int = 512, job: Distributed | No
     return choose_bf16(device, None, "auto", lambda: cpu_speedup(batch_size, job))[0]
 
 
+def check_extras(saved: dict[str, Any], path: str, model: nn.Module) -> None:
+    """Refuse, before resuming, a checkpoint whose speed-run entries are not what the recipe
+    saves: ``bf16`` a True or False, ``lookahead`` the slow weights, one finite tensor of the
+    network's own shape for each of its floating-point tensors."""
+    if "bf16" in saved and not isinstance(saved["bf16"], bool):
+        raise CourseError(
+            f"'{path}' holds bf16 = {saved['bf16']!r}, not True or False: the file is damaged "
+            "or was edited. Use another checkpoint, or start a new run with --init-from."
+        )
+    slow = saved.get("lookahead")
+    if slow is None:
+        return
+    live = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    fits = (
+        isinstance(slow, dict)
+        and slow.keys() == live.keys()
+        and all(
+            isinstance(v, torch.Tensor)
+            and v.layout == torch.strided
+            and not v.is_meta
+            and v.dtype == live[k].dtype
+            and v.shape == live[k].shape
+            and bool(torch.isfinite(v).all())
+            for k, v in slow.items()
+        )
+    )
+    if not fits:
+        raise CourseError(
+            f"'{path}' holds lookahead weights that do not fit {arch_name(model)}: the file is "
+            "damaged or was edited. Use another checkpoint, or start a new run with --init-from."
+        )
+
+
 def model_for(device: torch.device) -> SpeedNet:
     """``SpeedNet`` on a CUDA GPU, ``SpeedNetSmall`` elsewhere."""
     return SpeedNet() if device.type == "cuda" else SpeedNetSmall()
@@ -595,8 +613,15 @@ class Speedrun(Recipe):
 
     def load(self, saved: dict[str, Any], path: str) -> None:
         check_optimizer(saved, path, self.hyper.optimizer)
-        super().load(saved, path)
-        keep_decoupled(self.optimizer, self.make_optimizer(), path)
+        groups = (saved.get("optimizer") or {}).get("param_groups") or []
+        if any(isinstance(g, dict) and "lr_scale" not in g for g in groups):
+            raise CourseError(
+                f"'{path}' was saved by the speedrun recipe of before 2026-11-28, whose "
+                f"optimizer settings differ; start a new run from its weights with --init-from "
+                f"'{path}' instead of --resume."
+            )
+        check_extras(saved, path, self.model)
+        super().load(saved, path)  # the optimizer keeps its buffers and takes this run's settings
 
     def check(self, saved: dict[str, Any] | None) -> None:
         check_precision(self.device, saved, self.hyper.precision)
