@@ -526,6 +526,10 @@ def export_state_dict(
     source, out = Path(source), Path(out)
     if layout not in ("course", "lecture"):
         raise CourseError(f"--layout must be 'course' or 'lecture', not '{layout}'.")
+    if out.is_symlink() and not out.exists():  # --force replaces regular files only
+        raise CourseError(
+            f"OUT '{out}' is a link that leads nowhere (or to itself); choose another name."
+        )
     if out.exists() and out.resolve() == source.resolve():
         raise CourseError(f"'{out}' is the file being exported; choose another name for OUT.")
     if out.is_dir():

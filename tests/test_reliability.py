@@ -871,3 +871,16 @@ def test_odd_names_and_links_are_one_line(tmp_path, capsys):
     )
     lines = run.stderr.decode("utf-8", "replace").strip().splitlines()
     assert run.returncode == 1 and len(lines) == 1 and "does not exist" in lines[0], lines
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_export_leaves_a_link_that_leads_nowhere_alone(tmp_path, capsys, force):
+    """A dangling link (or one to itself) at OUT is not a file to replace, with or without
+    --force: one line, and the link stays."""
+    good = save_state_dict(LessonNet(), tmp_path / "m.pth")
+    for name, target in (("dangling.pt", tmp_path / "gone.pt"), ("loop.pt", tmp_path / "loop.pt")):
+        (tmp_path / name).symlink_to(target)
+        assert main(["export", str(good), str(tmp_path / name), *force]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is a link that leads nowhere" in err[0], err
+        assert (tmp_path / name).is_symlink() and not (tmp_path / name).exists()
