@@ -250,6 +250,19 @@ def load(path: str | Path, map_location: Any = "cpu", trust_pickle: bool = False
 Log = Callable[[str], None]
 
 
+def fits(value: Any, like: torch.Tensor) -> bool:
+    """Whether ``value`` could stand for ``like`` when resuming: a plain (strided, not meta)
+    tensor of its dtype and shape, holding finite numbers."""
+    return (
+        isinstance(value, torch.Tensor)
+        and value.layout == torch.strided
+        and not value.is_meta
+        and value.dtype == like.dtype
+        and value.shape == like.shape
+        and bool(torch.isfinite(value).all())
+    )
+
+
 def check_values(state: dict[str, Any], path: Path) -> None:
     """Refuse weights that are not finite floating-point numbers (NaN or inf from a run that
     diverged; integers, True/False or complex numbers from a crafted file) or not plain tensors

@@ -134,7 +134,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
     from . import recipes
-    from .engine import RunConfig
+    from .engine import RunConfig, kind_of
 
     parser.add_argument(
         "--recipe",
@@ -150,7 +150,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         if len(owned) < len(recipes.NAMES):  # a setting of some recipes only
             help_text = f"{', '.join(r for r, _ in owned)}: {help_text}"
         extra = _argparse_options(field)
-        if "bool" in str(field.type):
+        if kind_of(field) == "bool":
             on = field.default is not True
             if not on:
                 help_text = help_text.replace(": ", ": switch off ", 1)
@@ -158,18 +158,17 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                 _flag(field), dest=name, action="store_const", const=on, help=help_text
             )
             continue
-        kind = int if "int" in str(field.type) else float if "float" in str(field.type) else str
         parser.add_argument(
             _flag(field),
             dest=name,
-            type=kind,
+            type={"int": int, "float": float}.get(kind_of(field), str),
             help=f"{help_text}; default: {', '.join(words)}",
             **extra,
         )
     for field in fields(RunConfig):
         extra = _argparse_options(field)
         help_text = field.metadata["help"]
-        if "bool" in str(field.type):
+        if kind_of(field) == "bool":
             parser.add_argument(_flag(field), action="store_true", help=help_text)
             continue
         if field.default is not None:

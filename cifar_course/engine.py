@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from . import distributed
-from .checkpoints import check_values, load_checkpoint, load_model, save_checkpoint
+from .checkpoints import check_values, fits, load_checkpoint, load_model, save_checkpoint
 from .device import pick_device, synchronize
 from .distributed import Distributed
 from .errors import CourseError
@@ -134,14 +134,20 @@ H = TypeVar("H", bound=Hyper)
 _KINDS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
 
 
+def kind_of(item: Field[Any]) -> str:
+    """The kind a settings field declares: "int", "float", "bool" or "str" (its first type,
+    without "| None")."""
+    return str(item.type).split(" |")[0]
+
+
 def check_types(settings: Any) -> None:
     """Refuse a setting of the wrong kind (``epochs="2"``, ``lookahead="no"``, ``seed=1.5``),
     as each dataclass field declares it, in one line: from Python as from the command line."""
     for item in fields(settings):
-        value, declared = getattr(settings, item.name), str(item.type)
-        if value is None and "None" in declared:
+        value = getattr(settings, item.name)
+        if value is None and "None" in str(item.type):
             continue
-        kind = declared.split(" |")[0]
+        kind = kind_of(item)
         allowed = _KINDS.get(kind)
         if allowed is None:
             continue
@@ -326,7 +332,7 @@ def check_resumable(
         return
     live = optimizer.param_groups
     groups = state.get("param_groups") if isinstance(state, dict) else None
-    fits = (
+    groups_fit = (
         isinstance(groups, list)
         and isinstance(state.get("state"), dict)
         and len(groups) == len(live)
@@ -337,7 +343,7 @@ def check_resumable(
             for g, mine in zip(groups, live, strict=False)
         )
     )
-    if not fits:
+    if not groups_fit:
         raise _unresumable(
             path, "holds an optimizer state that does not fit the recipe's optimizer"
         )
@@ -353,14 +359,7 @@ def check_resumable(
         for name, value in buffers.items():
             if name == "step":  # Adam's and others' counters: a number, not a buffer
                 continue
-            plain = (
-                isinstance(value, torch.Tensor)
-                and value.layout == torch.strided
-                and not value.is_meta
-                and value.dtype == param.dtype
-                and value.shape == param.shape
-            )
-            if not plain or not bool(torch.isfinite(value).all()):
+            if not fits(value, param):
                 raise _unresumable(
                     path,
                     f"holds an optimizer {name} that is not finite numbers of the shape "
@@ -629,7 +628,8 @@ def fit(
     hyper = (hyper or recipe.hyper_type()).resolved(pick_device(run.device).type)
     hyper.validate()
     logdir = run.logdir or recipe.logdir
-    _check_writable(Path(logdir), "--logdir")
+    if run.logdir is None:  # a given one was checked by run.validate
+        _check_writable(Path(logdir), "--logdir")
     job = distributed.start(run.device)
     log = log if job is None or job.is_main else quiet
     try:

@@ -51,6 +51,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from .. import distributed
 from ..augment import alternating_flip, draw_shifts, translate, triangular_lr
+from ..checkpoints import fits
 from ..data import TensorData
 from ..device import cpu_bf16_supported, keep_freed_memory, synchronize
 from ..distributed import Distributed
@@ -532,20 +533,11 @@ def check_extras(saved: dict[str, Any], path: str, model: nn.Module) -> None:
     if slow is None:
         return
     live = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-    fits = (
+    if not (
         isinstance(slow, dict)
         and slow.keys() == live.keys()
-        and all(
-            isinstance(v, torch.Tensor)
-            and v.layout == torch.strided
-            and not v.is_meta
-            and v.dtype == live[k].dtype
-            and v.shape == live[k].shape
-            and bool(torch.isfinite(v).all())
-            for k, v in slow.items()
-        )
-    )
-    if not fits:
+        and all(fits(v, live[k]) for k, v in slow.items())
+    ):
         raise CourseError(
             f"'{path}' holds lookahead weights that do not fit {arch_name(model)}: the file is "
             "damaged or was edited. Use another checkpoint, or start a new run with --init-from."
