@@ -116,11 +116,11 @@ def train_settings(args: argparse.Namespace) -> tuple[type[Recipe], RunConfig, H
 
 def _default_words(recipe: str, field: Any, hyper_type: Any) -> str:
     """How ``--help`` states a recipe's default of ``field``."""
-    if field.default is None and hasattr(hyper_type, "BY_DEVICE"):
+    if field.default is None and field.name in getattr(hyper_type, "BY_DEVICE", {}).get("cpu", {}):
         cpu, gpu = (hyper_type.BY_DEVICE[d][field.name] for d in ("cpu", "cuda"))
         note = field.metadata.get("note")
         return f"{cpu} / {gpu} ({recipe} on a CPU / GPU{'; ' + note if note else ''})"
-    return f"{field.default} ({recipe})"
+    return f"{'none' if field.default is None else field.default} ({recipe})"
 
 
 def _argparse_options(field: Any) -> dict[str, Any]:

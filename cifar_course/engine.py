@@ -115,6 +115,14 @@ class Hyper:
         device fills them in here. By default, the settings as they are."""
         return self
 
+    def planned(
+        self: H, run: RunConfig, device: torch.device, job: Distributed | None, log: Log
+    ) -> H:
+        """These settings once a recipe that measures the machine to choose them (the
+        speed-run's ``--budget``) has done so; called on resolved and validated settings,
+        before anything is built. By default, the settings as they are."""
+        return self
+
     def validate(self) -> None:
         """Reject settings that cannot work, before anything is written."""
         check_types(self)
@@ -633,6 +641,11 @@ def fit(
     job = distributed.start(run.device)
     log = log if job is None or job.is_main else quiet
     try:
+        device = job.device if job is not None else pick_device(run.device)
+        planned = hyper.planned(run, device, job, log)
+        if planned is not hyper:
+            planned.validate()
+            hyper = planned
         return _train(recipe, run, hyper, logdir, job, log, on_epoch)
     except (distributed.Stopped, RuntimeError) as exc:
         reason = distributed.lost_a_process(exc) if job is not None else None

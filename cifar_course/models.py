@@ -170,11 +170,19 @@ class SpeedNetSmall(SpeedNet):
     widths = (32, 128, 128)
 
 
+class SpeedNetMedium(SpeedNet):
+    """``SpeedNet`` at three quarters of the width (48/192/192), between the two: one of the
+    networks ``--budget`` chooses from."""
+
+    widths = (48, 192, 192)
+
+
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "lesson_net": LessonNet,
     "lesson_net_sequential": LessonNetSequential,
     "modern_net": ModernNet,
     "speed_net": SpeedNet,
+    "speed_net_medium": SpeedNetMedium,
     "speed_net_small": SpeedNetSmall,
 }
 

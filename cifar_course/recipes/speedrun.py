@@ -51,14 +51,16 @@ from torch.utils.tensorboard import SummaryWriter
 
 from .. import distributed
 from ..augment import alternating_flip, draw_shifts, translate, triangular_lr
+from ..budget import NETWORKS, Timing, choose, describe, measure
 from ..checkpoints import fits
 from ..data import TensorData
 from ..device import cpu_bf16_supported, keep_freed_memory, synchronize
 from ..distributed import Distributed
-from ..engine import History, Hyper, Recipe, setting
+from ..engine import History, Hyper, Recipe, RunConfig, setting
 from ..errors import CourseError
 from ..evaluate import TTA_KEYS, evaluate_tta, tta_report
-from ..models import SpeedNet, SpeedNetSmall, arch_name
+from ..limits import MAX_BUDGET
+from ..models import SpeedNet, SpeedNetSmall, arch_name, build_model
 from ..precision import PRECISIONS, check_precision, choose_bf16, speedup
 
 WHITEN_KERNEL = SpeedNet.whiten_kernel
@@ -127,36 +129,134 @@ class SpeedrunHyper(Hyper):
         "1.15x as fast. A resumed run keeps its checkpoint's precision",
         choices=PRECISIONS,
     )
+    network: str | None = setting(
+        None,
+        "the network: speed_net (widths 64/256/256), speed_net_medium (48/192/192) or "
+        "speed_net_small (32/128/128)",
+        choices=NETWORKS,
+    )
+    budget: float | None = setting(
+        None,
+        "minutes for the whole run: a probe of this machine of about 15 s picks --network, "
+        "--batch-size and --epochs so that training, tests and TTA fit them (lesson 08)",
+        metavar="MINUTES",
+    )
     optimizer: str = setting("sgd")  # or "muon"
     compile: str = setting("off")  # one of COMPILES; CUDA only
     cudnn_benchmark: bool = setting(False)  # CUDA only
     device_data_path: bool = setting(True)
     channels_last: bool = setting(True)
+    bf16_speedup: float | None = setting(None)  # the bf16 probe's verdict, if already measured
+    planned_at: float | None = setting(None)  # with --budget: time.time() when the probe began
 
     # epochs, global batch, peak learning rate for SGD on the mean loss of a batch: airbench94's
     # 11.5 per 1024 images, divided by 1 + 1 / (1 - momentum) like the weight decay
     BY_DEVICE: ClassVar[dict[str, dict[str, Any]]] = {
-        "cuda": {"epochs": 10, "batch_size": 1024, "lr": 1.5},
-        "cpu": {"epochs": 9, "batch_size": 512, "lr": 0.75},  # and Apple's MPS
-    }
+        "cuda": {"epochs": 10, "batch_size": 1024, "lr": 1.5, "network": "speed_net"},
+        "cpu": {"epochs": 9, "batch_size": 512, "lr": 0.75, "network": "speed_net_small"},
+    }  # Apple's MPS takes the CPU's
     # airbench94_muon's; Muon's lr is not scaled with the batch: its steps are orthogonalized
     MUON: ClassVar[dict[str, Any]] = {"epochs": 8, "batch_size": 2000, "lr": 0.24}
 
     def defaults(self, device_type: str) -> dict[str, Any]:
-        """The epochs, batch and lr that None stands for on a device of ``device_type``."""
-        if self.optimizer == "muon":
-            return self.MUON
-        return self.BY_DEVICE["cuda" if device_type == "cuda" else "cpu"]
+        """The epochs, batch, lr and network that None stands for on a device of
+        ``device_type``."""
+        by_device = self.BY_DEVICE["cuda" if device_type == "cuda" else "cpu"]
+        return by_device | self.MUON if self.optimizer == "muon" else by_device
 
     def resolved(self, device_type: str) -> SpeedrunHyper:
+        if self.budget is not None:
+            self.check_budget()
         given = self.defaults(device_type)
         batch = given["batch_size"] if self.batch_size is None else self.batch_size
-        lr = self.lr
-        if lr is None:  # airbench's SGD learning rate is per image: scale it with the batch
-            scale = 1.0 if self.optimizer == "muon" else batch / given["batch_size"]
-            lr = given["lr"] * scale
+        network = given["network"] if self.network is None else self.network
         epochs = given["epochs"] if self.epochs is None else self.epochs
-        return replace(self, epochs=epochs, batch_size=batch, lr=lr)
+        return replace(
+            self,
+            epochs=epochs,
+            batch_size=batch,
+            lr=self.lr_at(batch, device_type),
+            network=network,
+        )
+
+    def lr_at(self, batch: int, device_type: str) -> float:
+        """The given lr, or the default one for ``batch``: airbench's SGD learning rate is per
+        image, so it is scaled with the batch (Muon's is not)."""
+        if self.lr is not None:
+            return self.lr
+        given = self.defaults(device_type)
+        scale = 1.0 if self.optimizer == "muon" else batch / given["batch_size"]
+        return given["lr"] * scale
+
+    def check_budget(self) -> None:
+        """Refuse, in one line, ``--budget`` with a setting that it chooses itself, with Muon,
+        or out of range (before the probe)."""
+        number = isinstance(self.budget, (int, float)) and not isinstance(self.budget, bool)
+        if not (number and 0 < self.budget <= MAX_BUDGET):  # type: ignore[operator]
+            raise CourseError(
+                f"--budget must be a number of minutes above 0 and up to {MAX_BUDGET:,g}, got "
+                f"{self.budget}."
+            )
+        chosen = [
+            n for n in ("network", "batch_size", "epochs", "lr") if getattr(self, n) is not None
+        ]
+        if chosen:
+            flags = " and ".join("--" + n.replace("_", "-") for n in chosen)
+            raise CourseError(
+                f"--budget chooses the network, the batch size, the epochs and the learning rate "
+                f"itself; leave out {flags}, or leave out --budget."
+            )
+        if self.optimizer != "sgd":
+            raise CourseError("--budget plans the recipe's SGD runs; leave out optimizer='muon'.")
+
+    def planned(
+        self,
+        run: RunConfig,
+        device: torch.device,
+        job: Distributed | None,
+        log: Callable[[str], None],
+        probe: Callable[..., list[Timing]] = measure,
+    ) -> SpeedrunHyper:
+        """With ``--budget``: the network, batch, epochs and lr that a probe of this machine
+        chooses (``cifar_course.budget``; ``probe`` times the candidates), and the log's first
+        line, which says what it chose and why. Without it, the settings as they are."""
+        if self.budget is None:
+            return self
+        if job is not None:
+            raise CourseError(
+                "--budget plans a run of one process; under torchrun give --network, "
+                "--batch-size and --epochs instead."
+            )
+        if run.resume:
+            raise CourseError(
+                "--budget plans a new run; resume one with the --network, --batch-size and "
+                "--epochs that its first line gave, without --budget."
+            )
+        began, clock = time.time(), time.perf_counter()
+        check_precision(device, None, self.precision)
+        ratio = self.bf16_speedup
+        if device.type == "cpu" and self.precision == "auto" and ratio is None:
+            ratio = cpu_speedup(self.BY_DEVICE["cpu"]["batch_size"])
+        amp, words = choose_bf16(device, None, self.precision, lambda: ratio or 0.0)
+
+        lr_at = replace(self, lr=None).lr_at  # --budget refuses a given --lr
+
+        def optimizer_for(model: nn.Module, batch: int) -> torch.optim.Optimizer:
+            return make_optimizer(model, lr_at(batch, device.type), batch)  # type: ignore[arg-type]
+
+        timings = probe(device, amp, optimizer_for)
+        choice = choose(self.budget, timings, time.perf_counter() - clock)
+        log(describe(self.budget, choice, words))
+        batch = choice.timing.batch_size
+        return replace(
+            self,
+            network=choice.timing.network,
+            batch_size=batch,
+            epochs=choice.epochs,
+            lr=lr_at(batch, device.type),
+            bf16_speedup=ratio,
+            planned_at=began,
+        )
 
     def validate(self) -> None:
         for name, known in (
@@ -545,8 +645,9 @@ def check_extras(saved: dict[str, Any], path: str, model: nn.Module) -> None:
 
 
 def model_for(device: torch.device) -> SpeedNet:
-    """``SpeedNet`` on a CUDA GPU, ``SpeedNetSmall`` elsewhere."""
-    return SpeedNet() if device.type == "cuda" else SpeedNetSmall()
+    """The recipe's network on ``device`` without ``--network``: ``SpeedNet`` on a CUDA GPU,
+    ``SpeedNetSmall`` elsewhere."""
+    return build_model(SpeedrunHyper().defaults(device.type)["network"])  # type: ignore[return-value]
 
 
 def check_optimizer(saved: dict[str, Any], path: str, optimizer: str) -> None:
@@ -596,8 +697,8 @@ class Speedrun(Recipe):
         self.batch, self.steps_per_epoch = self.per_process(len(self.train))
 
     def build_model(self) -> SpeedNet:
-        """A fresh network for this device (``model_for``)."""
-        return model_for(self.device)
+        """A fresh network: the settings' ``network``."""
+        return build_model(self.hyper.network)  # type: ignore[return-value, arg-type]
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         build = make_muon if self.muon else make_optimizer
@@ -619,7 +720,10 @@ class Speedrun(Recipe):
         check_precision(self.device, saved, self.hyper.precision)
 
     def probe_bf16(self) -> float:
-        """bf16's speed-up over fp32 on this CPU, for ``precision.choose_bf16``."""
+        """bf16's speed-up over fp32 on this CPU, for ``precision.choose_bf16`` (as ``--budget``'s
+        probe measured it, if it did)."""
+        if self.hyper.bf16_speedup is not None:
+            return self.hyper.bf16_speedup
         return cpu_speedup(self.batch, self.job)
 
     def start(self, saved: dict[str, Any] | None) -> str:
@@ -724,7 +828,8 @@ class Speedrun(Recipe):
         """Test accuracy, and with test-time augmentation after the last epoch only. With the
         EMA, the average is tested (and saved); resuming restarts the average from it."""
         assert self.test is not None
-        views = evaluate_tta(self.tested, self.test, tta=epoch == self.hyper.epochs)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
+            views = evaluate_tta(self.tested, self.test, tta=epoch == self.hyper.epochs)
         return {TTA_KEYS[name]: value for name, value in views.items()}
 
     def extra(self) -> dict[str, Any]:
@@ -736,7 +841,15 @@ class Speedrun(Recipe):
             torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
     def report(self, history: History) -> list[str]:
-        return tta_report(history)
+        lines = tta_report(history)
+        began = self.hyper.planned_at
+        if self.hyper.budget is not None and began is not None:
+            took = (time.time() - began) / 60
+            lines.append(
+                f"budget {self.hyper.budget:g} min: the run took {took:.1f} min, from the start "
+                "of the probe to the end of the last test"
+            )
+        return lines
 
 
 RECIPE = Speedrun
