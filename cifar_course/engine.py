@@ -238,12 +238,9 @@ class Recipe:
         (read from ``path``). The optimizer keeps its momentum but takes this run's learning
         rate (recipes with a schedule then set it each step)."""
         if saved.get("arch") != self.arch:
-            kind = (
-                " on the same kind of device (a GPU or a CPU)" if "speed_net" in self.arch else ""
-            )
             raise CourseError(
                 f"'{path}' was saved from {saved.get('arch')}, not {self.arch}; resume it with "
-                f"the --recipe that wrote it{kind}."
+                f"the --recipe that wrote it."
             )
         check_resumable(saved, path, self.model, self.optimizer)
         check_values(saved["model"], Path(path))
@@ -554,7 +551,11 @@ def init_from(path: str, model: nn.Module, trust_pickle: bool, log: Log) -> None
         raise CourseError(
             f"--init-from '{path}' holds {arch_name(source)}, which does not fit "
             f"{arch_name(model)}: choose the --recipe that trained it"
-            + (" and the same kind of device." if "speed_net" in arch_name(model) else ".")
+            + (
+                f" and --network {arch_name(source)}."
+                if arch_name(source).startswith("speed_net")
+                else "."
+            )
         ) from exc
     log(f"starting from the weights in {path} (epoch 1, new optimizer state)")
 

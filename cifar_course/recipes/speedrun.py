@@ -232,8 +232,15 @@ class SpeedrunHyper(Hyper):
                 "--budget plans a new run; resume one with the --network, --batch-size and "
                 "--epochs that its first line gave, without --budget."
             )
+        if run.init_from:
+            raise CourseError(
+                "--budget plans a run from scratch, whose network it chooses; to start from "
+                "--init-from's weights, give their --network and --epochs instead of --budget."
+            )
         began, clock = time.time(), time.perf_counter()
         check_precision(device, None, self.precision)
+        if device.type == "cpu":
+            keep_freed_memory()  # before the probes, as before the run's steps (``build``)
         ratio = self.bf16_speedup
         if device.type == "cpu" and self.precision == "auto" and ratio is None:
             ratio = cpu_speedup(self.BY_DEVICE["cpu"]["batch_size"])
@@ -705,6 +712,11 @@ class Speedrun(Recipe):
         return build(self.model, self.hyper.lr, self.hyper.batch_size)
 
     def load(self, saved: dict[str, Any], path: str) -> None:
+        arch = saved.get("arch")
+        if arch in NETWORKS and arch != self.arch:
+            raise CourseError(
+                f"'{path}' was saved from {arch}, not {self.arch}; resume it with --network {arch}."
+            )
         check_optimizer(saved, path, self.hyper.optimizer)
         groups = (saved.get("optimizer") or {}).get("param_groups") or []
         if any(isinstance(g, dict) and "lr_scale" not in g for g in groups):
