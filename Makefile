@@ -6,12 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test check lab clean
+.PHONY: train test check site lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/python -c "import cifar_course, torch, torchvision, nbval, xdist"
+	$(BIN)/python -c "import cifar_course, torch, torchvision, nbval, xdist, myst_nb, playwright"
 	touch $(STAMP)
 
 ## The main job: train the lesson net with the lecture's recipe (10 epochs, SGD lr 1e-2, batch 64).
@@ -36,6 +36,12 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	CIFAR_COURSE_SMOKE=1 $(BIN)/pytest tests -q -m "not slow" --durations=10
 
+## The website: every lesson page with its stored outputs (no cell runs), the exercises, their
+## solutions, the measurement record and the credits, into _build/site/ (tools/build_site.py).
+## Read it locally: python3 -m http.server -d _build/site 8000, then open http://localhost:8000
+site: $(STAMP)
+	$(BIN)/python tools/build_site.py
+
 ## JupyterLab on the lessons. The venv's bin/ goes first on PATH, so that notebooks and JupyterLab's
 ## terminals find its programs (`%tensorboard` runs `tensorboard`) without activating the venv.
 ## JupyterLab on the whole repository, opened at notebooks/, so that a lesson's links to
@@ -48,4 +54,4 @@ lab: $(STAMP)
 	  --ServerApp.terminado_settings=shell_command="$${SHELL:-/bin/bash}" $(LAB_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache _build

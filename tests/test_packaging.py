@@ -35,6 +35,18 @@ def test_environment_yml_matches_pyproject():
     assert "      - -e ." in lines  # the package itself comes from pip
 
 
+def test_the_website_needs_what_the_dev_extra_installs():
+    """The GitHub Pages workflow installs site/requirements.txt alone: the same lines as the dev
+    extra's, so that what make test builds is what gets published."""
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    lines = (ROOT / "site" / "requirements.txt").read_text().splitlines()
+    needed = [line for line in lines if line and not line.startswith("#")]
+    assert needed and set(needed) <= set(dev["dev"])
+    workflow = (ROOT / ".github" / "workflows" / "pages.yml").read_text()
+    assert "pip install -r site/requirements.txt" in workflow
+    assert "python tools/build_site.py" in workflow and "path: _build/site" in workflow
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make train" in readme
