@@ -87,6 +87,7 @@ class Choice:
     epochs: int
     train_seconds: float
     total_seconds: float
+    probe_seconds: float
     alternatives: dict[str, int]  # each network's most epochs, at its best batch size
 
 
@@ -118,7 +119,7 @@ def choose(budget_minutes: float, timings: Sequence[Timing], spent: float) -> Ch
             f"the {spent:.0f} s probe included; give --budget {minutes(smallest)} or more."
         )
     train, total = timing.run_seconds(epochs, spent)
-    return Choice(timing, epochs, train, total, alternatives)
+    return Choice(timing, epochs, train, total, spent, alternatives)
 
 
 def _fastest(
@@ -143,17 +144,18 @@ def measure(
     networks: Sequence[str] = NETWORKS,
     batches: Sequence[int] = BATCHES,
     clock: Callable[[], float] = time.perf_counter,
+    test_batch: int = TEST_BATCH,
 ) -> list[Timing]:
     """Time a training step of each network at each batch size (``make_optimizer(model,
     batch)``'s optimizer, label-smoothed cross-entropy, bf16 autocast if ``bf16``) and a test
-    batch of each network, on throwaway models and random images; the global random state is
-    left alone. About 15 s on a 2-core CPU with AMX."""
+    batch of ``test_batch`` images (``TEST_BATCH``: what the run tests in) of each network, on throwaway models and random images; the global random state is
+    left alone."""
     if device.type == "cpu":
         keep_freed_memory()  # as the run will: about a quarter faster at batch 512
     timings = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         generator = torch.Generator().manual_seed(0)
-        largest = max(max(batches), TEST_BATCH)
+        largest = max(max(batches), test_batch)
         images = torch.rand(largest, 3, 32, 32, generator=generator).to(device)
         images = images.contiguous(memory_format=torch.channels_last)
         targets = torch.randint(0, 10, (largest,), generator=generator).to(device)
@@ -161,7 +163,7 @@ def measure(
             model = build_model(network).to(device, memory_format=torch.channels_last)
             with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 model.eval()
-                test = _fastest(lambda m=model: m(images[:TEST_BATCH]), device, clock)
+                test = _fastest(lambda m=model: m(images[:test_batch]), device, clock)
             model.train()
             for batch in batches:
                 optimizer = make_optimizer(model, batch)
@@ -203,6 +205,7 @@ def describe(budget_minutes: float, choice: Choice, precision_words: str) -> str
         f"budget {budget_minutes:g} min: {timing.network} ({widths}), batch {timing.batch_size}, "
         f"{choice.epochs} epochs{capped}, {precision_words}, "
         f"{timing.step_seconds * 1000:.0f} ms/step: about {choice.train_seconds / 60:.1f} min "
-        f"of training, {choice.total_seconds / 60:.1f} min in all with the probe and the tests; "
+        f"of training, {choice.total_seconds / 60:.1f} min in all with the "
+        f"{choice.probe_seconds:.0f} s probe and the tests; "
         f"{why} (epochs that fit: {others or 'no other network'})"
     )

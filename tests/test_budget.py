@@ -137,6 +137,7 @@ def test_the_probe_times_every_candidate_and_leaves_the_random_state_alone():
         networks=("speed_net_small", "speed_net_medium"),
         batches=(4, 8),
         clock=lambda: float(next(ticks)),  # every timed call takes one tick
+        test_batch=4,
     )
     assert torch.equal(torch.get_rng_state(), before)
     assert [(t.network, t.batch_size) for t in timings] == [

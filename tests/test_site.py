@@ -18,8 +18,6 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import build_site  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("site")]
 
@@ -30,7 +28,19 @@ CHROMIUM = next(
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
+def build_site():
+    """``tools/build_site.py``, imported when a test first needs it (not at collection)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import build_site
+
+        yield build_site
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, build_site) -> Path:
     """The site, built once for this module (as ``make site`` builds it, elsewhere)."""
     out = tmp_path_factory.mktemp("site")
     done = build_site.build(out)
@@ -38,7 +48,9 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
-def test_the_build_fails_on_a_broken_reference_a_missing_image_or_an_unknown_lexer(tmp_path):
+def test_the_build_fails_on_a_broken_reference_a_missing_image_or_an_unknown_lexer(
+    tmp_path, build_site
+):
     source = tmp_path / "src"
     source.mkdir()
     (source / "index.md").write_text(
@@ -51,7 +63,7 @@ def test_the_build_fails_on_a_broken_reference_a_missing_image_or_an_unknown_lex
     assert "missing" in log and "nothing.png" in log and "nosuchlexer" in log
 
 
-def test_a_link_to_a_file_that_does_not_exist_stops_the_gathering():
+def test_a_link_to_a_file_that_does_not_exist_stops_the_gathering(build_site):
     site = build_site.pages()
     with pytest.raises(SystemExit, match="does not exist"):
         build_site.rewrite("../tools/no_such_tool.py", "notebooks/01_sequential_model.ipynb", site)

@@ -137,8 +137,8 @@ class SpeedrunHyper(Hyper):
     )
     budget: float | None = setting(
         None,
-        "minutes for the whole run: a probe of this machine of about 15 s picks --network, "
-        "--batch-size and --epochs so that training, tests and TTA fit them (lesson 08)",
+        "minutes for the whole run: a probe of this machine (about 20 s on a 2-core CPU) picks "
+        "--network, --batch-size and --epochs so that training, tests and TTA fit them (lesson 08)",
         metavar="MINUTES",
     )
     optimizer: str = setting("sgd")  # or "muon"
