@@ -38,6 +38,7 @@ BATCHES = (512, 1024)  # the CPU recipe's batch and airbench94's
 # run of a wide network loses more to the unfinished schedule than a narrow one loses to width.
 MIN_EPOCHS = 8
 MAX_EPOCHS = 40  # four times airbench94's 10; this recipe has not been measured beyond
+MIN_BUDGET = 0.5  # minutes: below this, not even the probe fits, so none is run
 MARGIN = 0.08  # the share of the budget kept back for what the probe does not time
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
 TEST_BATCH = 1000  # evaluate_tta's
@@ -147,9 +148,9 @@ def measure(
     test_batch: int = TEST_BATCH,
 ) -> list[Timing]:
     """Time a training step of each network at each batch size (``make_optimizer(model,
-    batch)``'s optimizer, label-smoothed cross-entropy, bf16 autocast if ``bf16``) and a test
-    batch of ``test_batch`` images (``TEST_BATCH``: what the run tests in) of each network, on throwaway models and random images; the global random state is
-    left alone."""
+    batch)``'s optimizer, label-smoothed cross-entropy, bf16 autocast if ``bf16``), and a test
+    batch of ``test_batch`` images (what the run tests in) of each network, on throwaway models
+    and random images. The global random state is left alone."""
     if device.type == "cpu":
         keep_freed_memory()  # as the run will: about a quarter faster at batch 512
     timings = []
@@ -203,7 +204,7 @@ def describe(budget_minutes: float, choice: Choice, precision_words: str) -> str
     capped = " (the most --budget trains)" if choice.epochs == MAX_EPOCHS else ""
     return (
         f"budget {budget_minutes:g} min: {timing.network} ({widths}), batch {timing.batch_size}, "
-        f"{choice.epochs} epochs{capped}, {precision_words}, "
+        f"{choice.epochs} epoch{'s' * (choice.epochs != 1)}{capped}, {precision_words}, "
         f"{timing.step_seconds * 1000:.0f} ms/step: about {choice.train_seconds / 60:.1f} min "
         f"of training, {choice.total_seconds / 60:.1f} min in all with the "
         f"{choice.probe_seconds:.0f} s probe and the tests; "

@@ -23,7 +23,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
@@ -441,6 +441,37 @@ def existing_checkpoints(out: str, arch: str, done: int, epochs: int) -> list[Pa
     return found
 
 
+def _out_holds(out: str, existing: list[Path]) -> CourseError:
+    names = ", ".join(p.name for p in existing[:2]) + (", ..." if len(existing) > 2 else "")
+    return CourseError(
+        f"--out '{out}' already holds {names} of an earlier run; give another --out, move those "
+        "files away, or add --overwrite to replace them."
+    )
+
+
+def _logdir_holds(logdir: str) -> CourseError:
+    return CourseError(
+        f"--logdir '{logdir}' already holds an earlier run's TensorBoard events, which "
+        "TensorBoard would draw as one curve with this run's; give another --logdir, or add "
+        "--overwrite to replace them."
+    )
+
+
+def refuse_early(run: RunConfig, logdir: str, archs: Iterable[str], epochs: int) -> None:
+    """Before a recipe spends time choosing its network (the speed-run's ``--budget`` probe):
+    refuse, as ``refuse_to_overwrite`` would afterwards, a new run without ``--overwrite`` whose
+    ``--out`` holds checkpoints of any of ``archs`` (up to ``epochs``) or whose ``logdir`` holds
+    an earlier run's events. Writes nothing."""
+    if run.overwrite:
+        return
+    existing = [p for arch in archs for p in existing_checkpoints(run.out, arch, 0, epochs)]
+    if existing:
+        raise _out_holds(run.out, existing)
+    events = [p for p in Path(logdir).glob("events.out.tfevents.*") if p.is_file()]
+    if any(p.stat().st_size > 0 for p in events):
+        raise _logdir_holds(logdir)
+
+
 def refuse_to_overwrite(
     run: RunConfig, logdir: str, arch: str, done: int, epochs: int, job: Distributed | None
 ) -> None:
@@ -470,11 +501,7 @@ def refuse_to_overwrite(
             "give another --out."
         )
     if existing and not run.overwrite:
-        names = ", ".join(p.name for p in existing[:2]) + (", ..." if len(existing) > 2 else "")
-        raise CourseError(
-            f"--out '{run.out}' already holds {names} of an earlier run; give another --out, "
-            "move those files away, or add --overwrite to replace them."
-        )
+        raise _out_holds(run.out, existing)
     # Rank 0 alone: it is the one that logs, and it may already have started its log when
     # another process gets here. If it stops, torchrun stops the others.
     new_run = done == 0 and (job is None or (job.restart == 0 and job.is_main))
@@ -482,11 +509,7 @@ def refuse_to_overwrite(
     empty = [p for p in events if p.is_file() and p.stat().st_size == 0]
     events = [p for p in events if p not in empty]  # a full disk's leftovers: no curve, no run
     if events and not run.overwrite:
-        raise CourseError(
-            f"--logdir '{logdir}' already holds an earlier run's TensorBoard events, which "
-            "TensorBoard would draw as one curve with this run's; give another --logdir, or add "
-            "--overwrite to replace them."
-        )
+        raise _logdir_holds(logdir)
     if job is None or job.is_main:
         own_out(run.out)  # before any file is removed: a run that is refused removes nothing
         late = [p for p in existing_checkpoints(run.out, arch, done, epochs) if p not in existing]

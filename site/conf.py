@@ -32,6 +32,7 @@ OWNER, REPO = REPO_URL.removeprefix("https://github.com/").split("/")
 html_baseurl = f"https://{OWNER}.github.io/{REPO}/"  # GitHub Pages' address of the repository
 html_static_path = ["_static"]
 html_css_files = ["course.css"]
+html_js_files = ["course.js"]  # the sidebar buttons (see the file)
 html_favicon = "_static/favicon.svg"
 html_context = {"default_mode": "auto"}  # light or dark as the reader's system is set
 html_show_sourcelink = False

@@ -201,6 +201,7 @@ def test_a_budgeted_run_trains_what_its_first_line_says(data_root, tmp_path):
         (["--budget", "10", "--network", "speed_net"], "leave out --network"),
         (["--budget", "10", "--lr", "0.5"], "leave out --lr"),
         (["--budget", "0"], "--budget must be a number of minutes above 0"),
+        (["--budget", "0.2"], "give --budget 0.5 or more"),
         (["--budget", "nan"], "--budget must be a number of minutes above 0"),
         (["--budget", "inf"], "up to 10,080"),
         (["--budget", "10", "--resume", "x.pt"], "--budget plans a new run"),
@@ -243,3 +244,44 @@ def test_the_network_can_be_chosen_by_hand_and_a_resume_must_name_it(data_root, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--network speed_net_medium" in err
     assert main([*more, "--network", "speed_net_medium"]) == 0
+
+
+def never(*args, **kwargs):
+    pytest.fail("the probe ran")
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_earlier_runs_files_are_refused_before_the_probe(tmp_path, overwrite):
+    """Whatever network the probe would choose, its checkpoints must not replace an earlier
+    run's: without --overwrite the run stops before probing."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "speed_net_medium_epoch03.pt").write_bytes(b"earlier")
+    run = RunConfig(out=str(out), logdir=str(tmp_path / "l"), overwrite=overwrite)
+    hyper = SpeedrunHyper(budget=10).resolved("cpu")
+    if overwrite:  # allowed: the probe runs (here, a stand-in that stops the test)
+        with pytest.raises(pytest.fail.Exception, match="the probe ran"):
+            hyper.planned(run, torch.device("cpu"), None, print, probe=never)
+        return
+    with pytest.raises(CourseError, match="already holds speed_net_medium_epoch03.pt"):
+        hyper.planned(run, torch.device("cpu"), None, print, probe=never)
+    assert (out / "speed_net_medium_epoch03.pt").read_bytes() == b"earlier"
+
+
+def test_a_network_that_is_not_a_speed_run_network_is_refused():
+    with pytest.raises(CourseError, match="speedrun network = 'modern_net'"):
+        SpeedrunHyper(network="modern_net").resolved("cpu").validate()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_is_resumed_at_its_own_batch_size(data_root, tmp_path, capsys):
+    base = ["train", "--recipe", "speedrun", "--lr", "0.05", "--precision", "fp32"]
+    base += ["--device", "cpu", "--logdir", str(tmp_path / "l")]
+    assert main([*base, "--epochs", "1", "--batch-size", "500", "--out", str(tmp_path / "o")]) == 0
+    first = str(tmp_path / "o" / "speed_net_small_epoch01.pt")
+    again = [*base, "--epochs", "2", "--out", str(tmp_path / "r"), "--resume", first]
+    capsys.readouterr()
+    assert main([*again, "--batch-size", "250"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "resume it with --batch-size 500" in err
+    assert main([*again, "--batch-size", "500"]) == 0

@@ -185,6 +185,27 @@ def test_each_page_loads_whole_in_a_real_browser(browser, path):
         page.close()
 
 
+def test_on_a_phone_no_page_scrolls_sideways_and_the_lesson_list_opens(browser):
+    chromium, base = browser
+    page = chromium.new_page(viewport={"width": 390, "height": 844})
+    try:
+        for path in ["index.html", *(f"notebooks/{n}.html" for n in LESSONS)]:
+            page.goto(f"{base}/{path}", wait_until="load")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        # the ☰ button a reader sees opens the lesson list (pydata-sphinx-theme#2451's fix)
+        page.locator(".primary-toggle:visible").first.click()
+        page.wait_for_function("document.getElementById('pst-primary-sidebar-modal').open")
+        assert page.locator("#pst-primary-sidebar-modal a:has-text('Lesson 03')").first.is_visible()
+    finally:
+        page.close()
+
+
+def test_the_download_button_gives_the_notebook_as_it_is_in_the_repository(site):
+    for path in sorted((ROOT / "notebooks").rglob("*.ipynb")):
+        relative = path.relative_to(ROOT)
+        assert (site / "_sources" / relative).read_bytes() == path.read_bytes(), relative
+
+
 def test_lesson_03_shows_its_plot_and_its_chinese_in_a_cjk_font(browser):
     page, _ = open_page(browser, "notebooks/03_training_loop.html")
     try:

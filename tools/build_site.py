@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path, PurePosixPath
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,29 +137,29 @@ def front_page(readme: str) -> tuple[str, str]:
     return intro + "".join(kept) + toc, credits.replace("## " + CREDITS, "# " + CREDITS, 1)
 
 
-def gather() -> None:
-    """Write the site's sources into ``SOURCE``."""
-    if SOURCE.exists():
-        shutil.rmtree(SOURCE)
+def gather(source: Path = SOURCE) -> None:
+    """Write the site's sources into ``source``."""
+    if source.exists():
+        shutil.rmtree(source)
     site = pages()
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     index, credits = front_page(readme)
     site_with_credits = site | {"cifar_course/images/SOURCES.md": "credits.md"}
-    (SOURCE / "benchmarks").mkdir(parents=True)
-    shutil.copy(ROOT / "site" / "colab-badge.svg", SOURCE / "colab-badge.svg")
-    (SOURCE / "index.md").write_text(
+    (source / "benchmarks").mkdir(parents=True)
+    shutil.copy(ROOT / "site" / "colab-badge.svg", source / "colab-badge.svg")
+    (source / "index.md").write_text(
         rewrite_text(index, "README.md", site_with_credits), encoding="utf-8"
     )
     sources = ROOT / "cifar_course" / "images" / "SOURCES.md"
     photographs = re.sub(r"^#", "##", sources.read_text(encoding="utf-8"), flags=re.M)
-    (SOURCE / "credits.md").write_text(
+    (source / "credits.md").write_text(
         rewrite_text(credits, "README.md", site_with_credits)
         + "\n"
         + rewrite_text(photographs, "cifar_course/images/SOURCES.md", site_with_credits),
         encoding="utf-8",
     )
     record = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
-    (SOURCE / "benchmarks" / "README.md").write_text(
+    (source / "benchmarks" / "README.md").write_text(
         rewrite_text(record, "benchmarks/README.md", site_with_credits), encoding="utf-8"
     )
     for path in site:
@@ -170,8 +171,8 @@ def gather() -> None:
             if cell["cell_type"] == "markdown":
                 text = rewrite_text("".join(cell["source"]), path, site_with_credits)
                 cell["source"] = text.replace(COLAB_BADGE, badge)
-        (SOURCE / path).parent.mkdir(parents=True, exist_ok=True)
-        (SOURCE / path).write_text(json.dumps(notebook, ensure_ascii=False), encoding="utf-8")
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_text(json.dumps(notebook, ensure_ascii=False), encoding="utf-8")
 
 
 def sphinx(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
@@ -183,9 +184,20 @@ def sphinx(source: Path, out: Path) -> subprocess.CompletedProcess[str]:
 
 
 def build(out: Path = OUT) -> subprocess.CompletedProcess[str]:
-    """Gather the pages and build the site into ``out``."""
-    gather()
-    return sphinx(SOURCE, out)
+    """Gather the pages and build the site into ``out``. The pages' download buttons then offer
+    the notebooks as they are in the repository, not the copies with the site's links."""
+    source = SOURCE if out == OUT else Path(tempfile.mkdtemp(prefix="site_src_"))
+    try:
+        gather(source)
+        done = sphinx(source, out)
+    finally:
+        if source != SOURCE:
+            shutil.rmtree(source, ignore_errors=True)
+    if done.returncode == 0:
+        for path in pages():
+            if path.endswith(".ipynb"):
+                shutil.copy(ROOT / path, out / "_sources" / path)
+    return done
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ FINAL = re.compile(
     r"([\d.]+)% without\)"
 )
 TIME = re.compile(r"training time ([\d.]+) s")
-PLAN = re.compile(r"^budget [\d.]+ min: (\w+) \(.*?\), batch (\d+), (\d+) epochs", re.M)
+PLAN = re.compile(r"^budget [\d.]+ min: (\w+) \(.*?\), batch (\d+), (\d+) epochs?", re.M)
 
 
 def run_seed(seed: int, out: Path, extra: list[str]) -> dict[str, float]:

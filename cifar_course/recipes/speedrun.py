@@ -51,12 +51,13 @@ from torch.utils.tensorboard import SummaryWriter
 
 from .. import distributed
 from ..augment import alternating_flip, draw_shifts, translate, triangular_lr
-from ..budget import NETWORKS, Timing, choose, describe, measure
+from ..budget import MAX_EPOCHS as MAX_BUDGET_EPOCHS
+from ..budget import MIN_BUDGET, NETWORKS, Timing, choose, describe, measure
 from ..checkpoints import fits
 from ..data import TensorData
 from ..device import cpu_bf16_supported, keep_freed_memory, synchronize
 from ..distributed import Distributed
-from ..engine import History, Hyper, Recipe, RunConfig, setting
+from ..engine import History, Hyper, Recipe, RunConfig, refuse_early, setting
 from ..errors import CourseError
 from ..evaluate import TTA_KEYS, evaluate_tta, tta_report
 from ..limits import MAX_BUDGET
@@ -138,7 +139,8 @@ class SpeedrunHyper(Hyper):
     budget: float | None = setting(
         None,
         "minutes for the whole run: a probe of this machine (about 20 s on a 2-core CPU) picks "
-        "--network, --batch-size and --epochs so that training, tests and TTA fit them (lesson 08)",
+        "--network, --batch-size, --epochs and --lr so that training, tests and TTA fit them "
+        "(lesson 08)",
         metavar="MINUTES",
     )
     optimizer: str = setting("sgd")  # or "muon"
@@ -193,9 +195,15 @@ class SpeedrunHyper(Hyper):
         or out of range (before the probe)."""
         number = isinstance(self.budget, (int, float)) and not isinstance(self.budget, bool)
         if not (number and 0 < self.budget <= MAX_BUDGET):  # type: ignore[operator]
+            got = f"{self.budget:g}" if number else repr(self.budget)
             raise CourseError(
                 f"--budget must be a number of minutes above 0 and up to {MAX_BUDGET:,g}, got "
-                f"{self.budget}."
+                f"{got}."
+            )
+        if self.budget < MIN_BUDGET:  # type: ignore[operator]
+            raise CourseError(
+                f"--budget {self.budget:g}: the probe alone takes about 20 s on a 2-core CPU; give "
+                f"--budget {MIN_BUDGET:g} or more (the run then names the smallest that fits)."
             )
         chosen = [
             n for n in ("network", "batch_size", "epochs", "lr") if getattr(self, n) is not None
@@ -237,6 +245,7 @@ class SpeedrunHyper(Hyper):
                 "--budget plans a run from scratch, whose network it chooses; to start from "
                 "--init-from's weights, give their --network and --epochs instead of --budget."
             )
+        refuse_early(run, run.logdir or Speedrun.logdir, NETWORKS, MAX_BUDGET_EPOCHS)
         began, clock = time.time(), time.perf_counter()
         check_precision(device, None, self.precision)
         if device.type == "cpu":
@@ -267,6 +276,7 @@ class SpeedrunHyper(Hyper):
 
     def validate(self) -> None:
         for name, known in (
+            ("network", NETWORKS),
             ("optimizer", OPTIMIZERS),
             ("compile", COMPILES),
             ("precision", PRECISIONS),
@@ -718,6 +728,14 @@ class Speedrun(Recipe):
                 f"'{path}' was saved from {arch}, not {self.arch}; resume it with --network {arch}."
             )
         check_optimizer(saved, path, self.hyper.optimizer)
+        config = saved.get("config")
+        batch = config.get("batch_size") if isinstance(config, dict) else None
+        if isinstance(batch, int) and batch != self.hyper.batch_size:
+            # its schedule counts steps of that batch: another batch would jump the schedule
+            raise CourseError(
+                f"'{path}' was trained at batch {batch}, not {self.hyper.batch_size}; resume it "
+                f"with --batch-size {batch}."
+            )
         groups = (saved.get("optimizer") or {}).get("param_groups") or []
         if any(isinstance(g, dict) and "lr_scale" not in g for g in groups):
             raise CourseError(
@@ -857,9 +875,11 @@ class Speedrun(Recipe):
         began = self.hyper.planned_at
         if self.hyper.budget is not None and began is not None:
             took = (time.time() - began) / 60
+            over = took > self.hyper.budget
             lines.append(
                 f"budget {self.hyper.budget:g} min: the run took {took:.1f} min, from the start "
                 "of the probe to the end of the last test"
+                + ("; over the budget: this machine ran slower than when it was probed" * over)
             )
         return lines
 
