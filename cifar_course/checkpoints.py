@@ -587,3 +587,13 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             "its weights, use --init-from instead of --resume."
         )
     return obj
+
+
+def trained_in_bf16(path: str | Path) -> bool:
+    """Whether ``path`` is a training checkpoint of a run that trained (and so tested) in bf16
+    autocast, as the speed-run's checkpoints record; False for any other file."""
+    try:
+        saved = load(Path(path), "cpu", False)
+    except CourseError:
+        return False
+    return isinstance(saved, dict) and saved.get("bf16") is True

@@ -187,19 +187,28 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
-    from .checkpoints import load_model
+    from .checkpoints import load_model, trained_in_bf16
     from .data import CLASSES, CourseCIFAR10
     from .device import pick_device
     from .evaluate import per_class_accuracy, predict_all
+    from .precision import bf16_refusal
 
     device = pick_device(args.device)
     model = load_model(args.checkpoint, device, args.trust_pickle, log=say)
+    # A run that trained in bf16 tested in bf16: test it the same way, so that the accuracy
+    # matches the run's last line, where this device can (the last digits can differ in fp32).
+    amp = trained_in_bf16(args.checkpoint) and bf16_refusal(device) is None
+    if amp:
+        say("testing in bf16 autocast, as the run that saved it tested")
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=amp)
     test_set = CourseCIFAR10(train=False, transform=transforms.ToTensor())
     loader = DataLoader(test_set, batch_size=args.batch_size)
-    _, predicted, targets = predict_all(model, loader, device)
+    with autocast:
+        _, predicted, targets = predict_all(model, loader, device)
     accuracy = (predicted == targets).float().mean().item()
     print(
         f"test accuracy of {one_line(args.checkpoint)}: {accuracy:.2%} on {len(targets):,} images"
@@ -210,7 +219,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .data import TensorData
         from .evaluate import evaluate_tta
 
-        views = evaluate_tta(model, TensorData(False, device), args.batch_size)
+        with autocast:
+            views = evaluate_tta(model, TensorData(False, device), args.batch_size)
         print(
             f"with test-time augmentation: {views['flip']:.2%} (flip), "
             f"{views['flip_shift']:.2%} (flip-and-shift)"

@@ -634,9 +634,12 @@ def test_the_recipe_beats_the_lecture_net_on_the_slice(data_root, tmp_path, caps
     checkpoint = out / "speed_net_small_epoch04.pt"
     assert isinstance(load_model(checkpoint), SpeedNetSmall)
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--tta", "--batch-size", "1000"]) == 0
-    evaluated = capsys.readouterr().out
-    reloaded = float(re.search(r"(\d+\.\d+)% \(flip-and-shift\)", evaluated)[1])
+    evaluated = capsys.readouterr()
+    reloaded = float(re.search(r"(\d+\.\d+)% \(flip-and-shift\)", evaluated.out)[1])
     assert abs(reloaded - accuracy) <= 0.1  # the checkpoint holds the weights that were tested
+    # tested as the run tested it: in bf16 where the run trained in bf16 (the probe's choice)
+    bf16 = torch.load(checkpoint, weights_only=True)["bf16"]
+    assert ("testing in bf16 autocast" in evaluated.err) is bf16
     assert main(["predict", "--checkpoint", str(checkpoint), str(CAT)]) == 0
     assert str(CAT) in capsys.readouterr().out
     exported = tmp_path / "speed.pt"
