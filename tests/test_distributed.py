@@ -198,6 +198,19 @@ def workers_of(launcher: int) -> dict[int, int]:
     return found
 
 
+def kill_after_the_first_checkpoint(job: subprocess.Popen, tmp_path: Path, rank: int) -> Path:
+    """Wait (up to 300 s) for ``job``'s first checkpoint in ``tmp_path/out``, then SIGKILL its
+    worker of ``rank``; the checkpoint's path."""
+    first = tmp_path / "out" / "lesson_net_epoch01.pt"
+    deadline = time.monotonic() + 300
+    while not first.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = workers_of(job.pid)
+    assert first.exists() and rank in workers, workers
+    os.kill(workers[rank], signal.SIGKILL)
+    return first
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the workers through /proc")
@@ -205,13 +218,7 @@ def test_a_killed_worker_leaves_the_checkpoints_intact_and_the_restart_resumes(t
     """SIGKILL rank 0, the process that saves, after its first checkpoint; torchrun restarts the
     job (``--max-restarts 1``), which resumes from the last checkpoint by itself."""
     job = torchrun(tmp_path, 2, "--epochs", "6", "--batch-size", "8", restarts=1, wait=False)
-    first = tmp_path / "out" / "lesson_net_epoch01.pt"
-    deadline = time.monotonic() + 300
-    while not first.exists() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    workers = workers_of(job.pid)
-    assert first.exists() and 0 in workers, workers
-    os.kill(workers[0], signal.SIGKILL)
+    first = kill_after_the_first_checkpoint(job, tmp_path, rank=0)
     out, _ = job.communicate(timeout=600)
     assert job.returncode == 0, out
     match = re.search(r"torchrun restart 1: resuming from (\S+lesson_net_epoch0(\d)\.pt)", out)
@@ -230,13 +237,7 @@ def test_when_a_worker_is_killed_the_survivor_says_so_in_one_line(tmp_path, data
     fails first), prints the course's one line with the way on, and no traceback of its own;
     torchrun's own summary may follow."""
     job = torchrun(tmp_path, 2, "--epochs", "6", "--batch-size", "8", wait=False)
-    first = tmp_path / "out" / "lesson_net_epoch01.pt"
-    deadline = time.monotonic() + 300
-    while not first.exists() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    workers = workers_of(job.pid)
-    assert first.exists() and 1 in workers, workers
-    os.kill(workers[1], signal.SIGKILL)
+    first = kill_after_the_first_checkpoint(job, tmp_path, rank=1)
     out, _ = job.communicate(timeout=600)
     assert job.returncode != 0
     lines = [line for line in out.splitlines() if line.startswith("error: ")]
