@@ -457,6 +457,14 @@ def _logdir_holds(logdir: str) -> CourseError:
     )
 
 
+def _earlier_events(logdir: str) -> tuple[list[Path], list[Path]]:
+    """The TensorBoard event files in ``logdir``: (the empty ones, a full disk's leftovers with no
+    curve and so no run; the others)."""
+    events = sorted(Path(logdir).glob("events.out.tfevents.*"))
+    empty = [p for p in events if p.is_file() and p.stat().st_size == 0]
+    return empty, [p for p in events if p not in empty]
+
+
 def refuse_early(run: RunConfig, logdir: str, archs: Iterable[str], epochs: int) -> None:
     """Before a recipe spends time choosing its network (the speed-run's ``--budget`` probe):
     refuse, as ``refuse_to_overwrite`` would afterwards, a new run without ``--overwrite`` whose
@@ -467,8 +475,7 @@ def refuse_early(run: RunConfig, logdir: str, archs: Iterable[str], epochs: int)
     existing = [p for arch in archs for p in existing_checkpoints(run.out, arch, 0, epochs)]
     if existing:
         raise _out_holds(run.out, existing)
-    events = [p for p in Path(logdir).glob("events.out.tfevents.*") if p.is_file()]
-    if any(p.stat().st_size > 0 for p in events):
+    if _earlier_events(logdir)[1]:
         raise _logdir_holds(logdir)
 
 
@@ -505,9 +512,7 @@ def refuse_to_overwrite(
     # Rank 0 alone: it is the one that logs, and it may already have started its log when
     # another process gets here. If it stops, torchrun stops the others.
     new_run = done == 0 and (job is None or (job.restart == 0 and job.is_main))
-    events = sorted(Path(logdir).glob("events.out.tfevents.*")) if new_run else []
-    empty = [p for p in events if p.is_file() and p.stat().st_size == 0]
-    events = [p for p in events if p not in empty]  # a full disk's leftovers: no curve, no run
+    empty, events = _earlier_events(logdir) if new_run else ([], [])
     if events and not run.overwrite:
         raise _logdir_holds(logdir)
     if job is None or job.is_main:
@@ -670,7 +675,7 @@ def fit(
         if planned is not hyper:
             planned.validate()
             hyper = planned
-        return _train(recipe, run, hyper, logdir, job, log, on_epoch)
+        return _train(recipe, run, hyper, logdir, device, job, log, on_epoch)
     except (distributed.Stopped, RuntimeError) as exc:
         reason = distributed.lost_a_process(exc) if job is not None else None
         if job is None or reason is None:
@@ -686,11 +691,11 @@ def _train(
     run: RunConfig,
     hyper: Hyper,
     logdir: str,
+    device: torch.device,
     job: Distributed | None,
     log: Log,
     on_epoch: OnEpoch | None,
 ) -> History:
-    device = job.device if job is not None else pick_device(run.device)
     seed_everything(run.seed)
     recipe = recipe_type(hyper, device, job, run.seed, log)
     resume_from, weights_from = starting_point(run, recipe.arch, job, log)

@@ -49,8 +49,7 @@ def readme_sections(text: str) -> tuple[str, list[tuple[str, str]]]:
     parts = re.split(r"^## ", text, flags=re.M)
     sections = []
     for part in parts[1:]:
-        title, _, body = part.partition("\n")
-        sections.append((title.strip(), "## " + part))
+        sections.append((part.partition("\n")[0].strip(), "## " + part))
     return parts[0], sections
 
 
@@ -123,12 +122,13 @@ def toctree(caption: str, docs: list[str]) -> str:
     return "\n".join(["", "```{toctree}", ":hidden:", f":caption: {caption}", "", *docs, "```", ""])
 
 
-def front_page(readme: str) -> tuple[str, str]:
-    """(the front page, the start of the credits page) from the README."""
+def front_page(readme: str, site: dict[str, str]) -> tuple[str, str]:
+    """(the front page, the start of the credits page) from the README; the sidebar lists the
+    notebooks of ``site`` (``pages()``)."""
     intro, sections = readme_sections(readme)
     kept = [body for title, body in sections if title not in FOR_CONTRIBUTORS + (CREDITS,)]
     credits = next(body for title, body in sections if title == CREDITS)
-    notebooks = [p.removesuffix(".ipynb") for p in pages() if p.endswith(".ipynb")]
+    notebooks = [p.removesuffix(".ipynb") for p in site if p.endswith(".ipynb")]
     toc = "".join(
         toctree(caption, [n for n in notebooks if n.count("/") == depth])
         for caption, depth in (("Lessons", 1), ("Exercises", 2), ("Solutions", 3))
@@ -143,7 +143,7 @@ def gather(source: Path = SOURCE) -> None:
         shutil.rmtree(source)
     site = pages()
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    index, credits = front_page(readme)
+    index, credits = front_page(readme, site)
     site_with_credits = site | {"cifar_course/images/SOURCES.md": "credits.md"}
     (source / "benchmarks").mkdir(parents=True)
     shutil.copy(ROOT / "site" / "colab-badge.svg", source / "colab-badge.svg")
