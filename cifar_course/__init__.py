@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .errors import CourseError
+from .i18n import language, set_language
 
 if TYPE_CHECKING:
     from .data import CLASSES, CourseCIFAR10, TensorData, by_mode, get_datasets, smoke_mode
@@ -44,6 +45,8 @@ __all__ = [
     "count_parameters",
     "get_datasets",
     "smoke_mode",
+    "language",
+    "set_language",
 ]
 
 

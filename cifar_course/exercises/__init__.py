@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..i18n import say
+
 TIME_LIMIT_S = 20  # one call of the learner's code may take this long
 CHECK_LIMIT_S = 60  # and a whole check, which may call it several times
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -45,10 +47,10 @@ class _Blank:
         return "____"
 
     def __bool__(self) -> bool:  # `if ____:` is a blank too, not True
-        raise TypeError("____ is a blank to fill in")
+        raise TypeError(say("____ is a blank to fill in", "____ 是要你填写的空白"))
 
     def __reduce__(self) -> Any:  # nor can a blank be saved to a file
-        raise TypeError("____ is a blank to fill in")
+        raise TypeError(say("____ is a blank to fill in", "____ 是要你填写的空白"))
 
 
 ____ = _Blank()
@@ -158,25 +160,33 @@ def _restore_settings(settings: dict[str, Any]) -> None:
 def _what_changed(before: dict[str, Any], after: dict[str, Any], what: str) -> str | None:
     """The first setting ``what`` left changed, as advice; None if it left them all alone."""
     if before["grad"] != after["grad"]:
-        return (
+        return say(
             f"{what} turned gradients {'off' if before['grad'] else 'on'} for the rest of the "
             "session (torch.set_grad_enabled); use `with torch.no_grad():` so that they come back "
-            "on after the block."
+            "on after the block.",
+            f"{what} 把梯度计算{'关掉' if before['grad'] else '打开'}了，直到会话结束"
+            "（torch.set_grad_enabled）；请用 `with torch.no_grad():`，"
+            "离开代码块后梯度计算会恢复。",
         )
     if before["dtype"] != after["dtype"]:
-        return (
+        return say(
             f"{what} changed the default dtype to {after['dtype']} for the whole session; "
-            "convert tensors with .to(dtype) instead."
+            "convert tensors with .to(dtype) instead.",
+            f"{what} 把整个会话的默认 dtype 改成了 {after['dtype']}；请改用 .to(dtype) 转换张量。",
         )
     if before["device"] != after["device"]:
-        return (
+        return say(
             f"{what} made {after['device']} the default device for the whole session "
-            "(torch.set_default_device); move tensors and models with .to(device) instead."
+            "(torch.set_default_device); move tensors and models with .to(device) instead.",
+            f"{what} 把 {after['device']} 设成了整个会话的默认设备（torch.set_default_device）；"
+            "请改用 .to(device) 移动张量和模型。",
         )
     if before["threads"] != after["threads"]:
-        return (
+        return say(
             f"{what} changed PyTorch's thread count to {after['threads']} for the whole session; "
-            "leave torch.set_num_threads alone."
+            "leave torch.set_num_threads alone.",
+            f"{what} 把整个会话中 PyTorch 的线程数改成了 {after['threads']}；"
+            "请不要调用 torch.set_num_threads。",
         )
     return None
 
@@ -202,9 +212,14 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     call that runs out of time or one that leaves a session-wide setting changed (grad mode,
     default dtype, thread count: restored here) into ``NotYet``."""
     if not callable(fn):
-        raise NotYet(f"{what} should be a function; you gave {type(fn).__name__} {short(fn, 60)}.")
+        raise NotYet(
+            say(
+                f"{what} should be a function; you gave {type(fn).__name__} {short(fn, 60)}.",
+                f"{what} 应当是一个函数；你给的是 {type(fn).__name__} {short(fn, 60)}。",
+            )
+        )
     if _names_a_blank(getattr(inspect.unwrap(fn), "__code__", None)):  # under @torch.no_grad()
-        raise NotYet(f"{what} still uses the blank ____: replace it with your code.")
+        raise NotYet(_still_blank(what, "uses"))
     before = _settings()
     try:
         with _time_limit(TIME_LIMIT_S):
@@ -213,14 +228,24 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
         raise
     except _TimeUp:
         raise NotYet(
-            f"{what} did not finish in {TIME_LIMIT_S} s; look for a loop that never ends."
+            say(
+                f"{what} did not finish in {TIME_LIMIT_S} s; look for a loop that never ends.",
+                f"{what} 在 {TIME_LIMIT_S} 秒内没有运行完；找一找永不结束的循环。",
+            )
         ) from None
     except SystemExit:
-        raise NotYet(f"{what} called exit(): return the answer instead.") from None
+        raise NotYet(
+            say(
+                f"{what} called exit(): return the answer instead.",
+                f"{what} 调用了 exit()：请改为 return 答案。",
+            )
+        ) from None
     except Exception as exc:
         if "_Blank" in str(exc) or "____" in str(exc):
-            raise NotYet(f"{what} still uses the blank ____: replace it with your code.") from exc
-        raise NotYet(f"{what} raised {describe_error(exc)}") from exc
+            raise NotYet(_still_blank(what, "uses")) from exc
+        raise NotYet(
+            say(f"{what} raised {describe_error(exc)}", f"{what} 抛出了 {describe_error(exc)}")
+        ) from exc
     finally:
         after = _settings()
         _restore_settings(before)
@@ -228,8 +253,20 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     if changed:
         raise NotYet(changed)
     if has_blank(result):
-        raise NotYet(f"{what} still returns the blank ____: replace it with your code.")
+        raise NotYet(_still_blank(what, "returns"))
     return result
+
+
+def _still_blank(what: str, verb: str) -> str:
+    if verb == "uses":
+        return say(
+            f"{what} still uses the blank ____: replace it with your code.",
+            f"{what} 里还有空白 ____：把它换成你的代码。",
+        )
+    return say(
+        f"{what} still returns the blank ____: replace it with your code.",
+        f"{what} 返回的还是空白 ____：把它换成你的代码。",
+    )
 
 
 def as_number(value: Any, what: str, meaning: str) -> float:
@@ -241,13 +278,30 @@ def as_number(value: Any, what: str, meaning: str) -> float:
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool):
-        raise NotYet(f"{what} returned {value}, a truth value; return {meaning}.")
+        raise NotYet(
+            say(
+                f"{what} returned {value}, a truth value; return {meaning}.",
+                f"{what} 返回了布尔值 {value}；应返回{meaning}。",
+            )
+        )
     if isinstance(value, str | bytes):
-        raise NotYet(f"{what} returned the text {short(value)}; return {meaning}, not text.")
+        raise NotYet(
+            say(
+                f"{what} returned the text {short(value)}; return {meaning}, not text.",
+                f"{what} 返回了文本 {short(value)}；应返回{meaning}，而不是文本。",
+            )
+        )
     if not isinstance(value, numbers.Real):
-        raise NotYet(f"{what} returned {short(value)}; return {meaning}.")
+        raise NotYet(
+            say(
+                f"{what} returned {short(value)}; return {meaning}.",
+                f"{what} 返回了 {short(value)}；应返回{meaning}。",
+            )
+        )
     if math.isnan(value):
-        raise NotYet(f"{what} returned nan; return {meaning}.")
+        raise NotYet(
+            say(f"{what} returned nan; return {meaning}.", f"{what} 返回了 nan；应返回{meaning}。")
+        )
     return float(value)
 
 
@@ -292,24 +346,49 @@ class Feedback:
 
     def __str__(self) -> str:
         message = " ".join(self.message.split())  # one line, whatever the message held
-        return f"{'Correct' if self.correct else 'Not yet'}: {message}"
+        verdict = say("Correct", "正确") if self.correct else say("Not yet", "还不对")
+        return f"{verdict}{say(': ', '：')}{message}"
 
 
 class Exercise:
     """One exercise: a check of the learner's answer, a hint, and a reference solution."""
 
-    def __init__(self, name: str, checker: Callable[..., str], hint: str, solution: str) -> None:
-        self.name = name
+    def __init__(
+        self,
+        name: tuple[str, str],
+        checker: Callable[..., str],
+        hint: tuple[str, str],
+        solution: tuple[str, str],
+    ) -> None:
+        """``name``, ``hint`` and ``solution`` are each (English, Chinese); the two solutions are
+        the same code, with their comments in each language (tests/test_zh.py compares them)."""
+        self._names = name
         self._checker = checker
-        self._hint = " ".join(hint.split())
-        self.solution_code = textwrap.dedent(solution).strip()
+        self._hints = tuple(" ".join(text.split()) for text in hint)
+        self._solutions = tuple(textwrap.dedent(code).strip() for code in solution)
+
+    @property
+    def name(self) -> str:
+        """The exercise's number and title, in the language that is set."""
+        return say(*self._names)
+
+    @property
+    def solution_code(self) -> str:
+        """The reference solution's code, with its comments in the language that is set."""
+        return say(*self._solutions)
 
     def evaluate(self, *answer: Any) -> Feedback:
         """Check ``answer`` and return the feedback without printing it. The check leaves the
         session as it found it: grad mode, default dtype, thread count and random states; an
         answer that changed a setting for good gets ``Not yet``, saying which."""
         if any(has_blank(part) for part in answer):
-            return Feedback(False, "replace the blank ____ with your answer, then run this cell.")
+            return Feedback(
+                False,
+                say(
+                    "replace the blank ____ with your answer, then run this cell.",
+                    "把空白 ____ 换成你的答案，再运行这个单元格。",
+                ),
+            )
         settings = _settings()
         try:
             with _random_states_kept(), _time_limit(CHECK_LIMIT_S):
@@ -319,32 +398,58 @@ class Exercise:
         except _TimeUp:
             return Feedback(
                 False,
-                f"the check did not finish in {CHECK_LIMIT_S} s: look for "
-                "a loop in your code that never ends.",
+                say(
+                    f"the check did not finish in {CHECK_LIMIT_S} s: look for "
+                    "a loop in your code that never ends.",
+                    f"检查在 {CHECK_LIMIT_S} 秒内没有完成：找一找你代码里永不结束的循环。",
+                ),
             )
         except SystemExit:
-            return Feedback(False, "your code called exit(): return the answer instead.")
+            return Feedback(
+                False,
+                say(
+                    "your code called exit(): return the answer instead.",
+                    "你的代码调用了 exit()：请改为 return 答案。",
+                ),
+            )
         except Exception as exc:  # an answer of a shape the check did not foresee
-            return Feedback(False, f"your answer could not be checked: {describe_error(exc)}")
+            return Feedback(
+                False,
+                say(
+                    f"your answer could not be checked: {describe_error(exc)}",
+                    f"无法检查你的答案：{describe_error(exc)}",
+                ),
+            )
         finally:
             after = _settings()
             _restore_settings(settings)
-        changed = _what_changed(settings, after, "your code")
+        changed = _what_changed(settings, after, say("your code", "你的代码"))
         return Feedback(False, changed) if changed else Feedback(True, message)
 
     def check(self, *answer: Any) -> None:
-        """Print one line: ``Correct: ...`` or ``Not yet: ...`` with what is wrong."""
+        """Print one line: ``Correct: ...`` or ``Not yet: ...`` with what is wrong (in Chinese,
+        ``正确：...`` or ``还不对：...``)."""
         print(self.evaluate(*answer))
 
     def hint(self) -> None:
         """Show a hint: as markdown in a Jupyter kernel (its `code` rendered as code), as plain
         text elsewhere."""
-        _show_markdown(f"Hint ({self.name}): {self._hint}")
+        _show_markdown(
+            say(f"Hint ({self.name}): {self._hints[0]}", f"提示（{self.name}）：{self._hints[1]}")
+        )
 
     def solution(self) -> None:
         """Print the reference solution's code; it is not run."""
-        print(f"One solution ({self.name}), to read and then write in your own words:\n")
+        print(
+            say(
+                f"One solution ({self.name}), to read and then write in your own words:\n",
+                f"一种解法（{self.name}）：读懂它，再用你自己的话写出来。\n",
+            )
+        )
         print(self.solution_code)
 
     def __repr__(self) -> str:
-        return f"<exercise {self.name}: .check(answer), .hint(), .solution()>"
+        return say(
+            f"<exercise {self.name}: .check(answer), .hint(), .solution()>",
+            f"<练习 {self.name}：.check(答案)、.hint()、.solution()>",
+        )

@@ -1,0 +1,602 @@
+"""The Chinese edition's notebooks (``notebooks/zh/``): kept in step with the English ones.
+
+Each English notebook (lessons, exercises, solutions) has a Chinese twin at the same place under
+``notebooks/zh/``, with the same cells in the same order (matched by cell id):
+
+- **markdown** is translated. Each translated cell records the English text it translates
+  (``metadata.translation``: its SHA-1 and the text itself), so that a change to the English cell
+  makes the translation *stale*, and the difference can be shown;
+- **code** is the English code with its comments translated, nothing else: compared token by
+  token with the comments left out. The one allowed difference: the setup cell of an exercise or
+  solution notebook turns on Chinese answers (``LANGUAGE_CODE``);
+- **outputs** are the English notebook's, copied: the code is the same, so the Chinese notebooks
+  need no run of their own.
+
+    python tools/zh.py sync                  # rebuild code and outputs from the English, keep
+                                             # the translations; new cells come in English
+    python tools/zh.py status                # list stale and untranslated cells (exit 1 if any)
+    python tools/zh.py export NOTEBOOK > F   # the cells to translate, as text to edit
+    python tools/zh.py export --all NOTEBOOK # every translatable cell, translated or not
+    python tools/zh.py import F              # put the edited text back (checked first)
+
+An export file holds one block per cell: a line ``=== <cell id> <markdown|code> <notebook> ===``,
+then the cell's text. Replace the text with its translation (for code, translate the comments
+only) and import the file. Lines starting with ``#|`` are notes and are not imported. Relative
+links may be written as in the English notebook: importing points them at the right file from
+the Chinese notebook's folder, and the Colab badge at the Chinese notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import hashlib
+import io
+import posixpath
+import re
+import sys
+import tokenize
+from pathlib import Path, PurePosixPath
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+ZH = NOTEBOOKS / "zh"
+TERMS = ZH / "TERMS.md"
+# The lecture note the course grew from, where this repository sits beside it (not in the wheel).
+LECTURE_NOTE = ROOT.parent / "shared" / "lecture" / "note.md"
+NOTE_URL_PART = "colab.research.google.com/github/"
+# What the setup cell of a Chinese exercise or solution notebook adds to the English one.
+LANGUAGE_CODE = 'import cifar_course\n\ncifar_course.set_language("zh")'
+LANGUAGE_LINES = "\n\n# 练习的检查、提示和解法用中文回答\n" + LANGUAGE_CODE.replace(
+    '("zh")', '("zh")  # 英文：cifar_course.set_language("en")'
+)
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CHINESE = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")  # with ，。：
+WORD = re.compile(r"[A-Za-z]{2,}")
+LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
+HTML_LINK = re.compile(r'((?:href|src)=")([^"]+)(")')
+BLOCK = re.compile(r"^=== (\S+) (markdown|code) (\S+) ===$")
+
+
+def english_notebooks() -> list[Path]:
+    """Every English notebook: the lessons, their exercises and the solutions, in order."""
+    found = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    found += sorted((NOTEBOOKS / "exercises").glob("[0-9][0-9]_*.ipynb"))
+    found += sorted((NOTEBOOKS / "exercises" / "solutions").glob("[0-9][0-9]_*.ipynb"))
+    return found
+
+
+def chinese_notebooks() -> list[Path]:
+    """Every notebook under ``notebooks/zh/``."""
+    return sorted(p for p in ZH.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def zh_path(english: Path) -> Path:
+    return ZH / english.relative_to(NOTEBOOKS)
+
+
+def en_path(chinese: Path) -> Path:
+    return NOTEBOOKS / chinese.relative_to(ZH)
+
+
+def rel(path: Path) -> str:
+    return path.resolve().relative_to(ROOT).as_posix()
+
+
+def sha(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def speaks_chinese(english: Path) -> bool:
+    """Whether the Chinese twin's setup cell turns on Chinese answers: the exercise and solution
+    notebooks, whose checks print feedback."""
+    return "exercises" in english.relative_to(NOTEBOOKS).parts
+
+
+def is_setup(cell: nbformat.NotebookNode) -> bool:
+    return cell.cell_type == "code" and cell.source.lstrip().startswith("# Setup:")
+
+
+# ---------------------------------------------------------------------------------------------
+# Code: the same tokens, comments aside
+
+
+def code_tokens(source: str) -> list[tuple[int, str]]:
+    """The cell's Python tokens without comments and line breaks inside statements: what must be
+    the same in both languages. IPython's syntax (``%magic``, ``!shell``) is turned into Python
+    first, as the kernel does."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    python = TransformerManager().transform_cell(source)
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
+    return [
+        (t.type, t.string)
+        for t in tokenize.generate_tokens(io.StringIO(python).readline)
+        if t.type not in skip
+    ]
+
+
+def comments(source: str) -> list[str]:
+    """The text of each comment in a code cell, without its ``#``."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    python = TransformerManager().transform_cell(source)
+    found = []
+    for t in tokenize.generate_tokens(io.StringIO(python).readline):
+        if t.type == tokenize.COMMENT:
+            found.append(t.string.lstrip("#").strip())
+    return found
+
+
+def is_prose(comment: str) -> bool:
+    """Whether a comment is English prose to translate: three words or more, no Chinese, and not
+    a line of code put aside (``# q1.hint()``, ``# torch.save(model, "m.pth")``)."""
+    if CJK.search(comment) or len(WORD.findall(comment)) < 3:
+        return False
+    if comment.startswith(("noqa", "type:", "pragma")):
+        return False
+    try:
+        ast.parse(comment)
+    except SyntaxError:
+        return True
+    return False
+
+
+def same_code(english: str, chinese: str, setup_speaks: bool) -> bool:
+    """Whether ``chinese`` is ``english`` with other comments (plus the language switch in a
+    Chinese exercise notebook's setup cell)."""
+    if setup_speaks:
+        english = english + "\n" + LANGUAGE_CODE
+    try:
+        return code_tokens(english) == code_tokens(chinese)
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return english == chinese
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown: is it translated?
+
+
+def prose_units(text: str) -> list[str]:
+    """The markdown's paragraphs, list items and table rows, without code, links' addresses,
+    web addresses, HTML tags and math: what a reader reads as sentences."""
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
+    text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)
+    text = re.sub(r"``[^`]*``|`[^`\n]*`", " ", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = re.sub(r"https?://\S+", " ", text)
+    text = re.sub(r"<[^>]+>", " ", text)
+    text = re.sub(r"\$[^$\n]+\$", " ", text)
+    units: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        current: list[str] = []
+        for line in paragraph.split("\n"):
+            starts_item = re.match(r"\s*([-*+]|\d+[.)])\s|\s*\|", line)
+            if starts_item and current:
+                units.append(" ".join(current))
+                current = []
+            current.append(line)
+        if current:
+            units.append(" ".join(current))
+    return [u.strip() for u in units if u.strip()]
+
+
+def untranslated(text: str) -> list[str]:
+    """The units of a Chinese cell that are still English: four English words or more, and fewer
+    Chinese characters than half of them."""
+    found = []
+    for unit in prose_units(text):
+        words = len(WORD.findall(unit))
+        if words >= 4 and 2 * len(CJK.findall(unit)) < words:
+            found.append(unit)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Links: from the Chinese notebook's folder
+
+
+def localize_links(text: str, english: Path, chinese: Path) -> str:
+    """Relative links written for the English notebook, pointed at the same file from the Chinese
+    notebook's folder, unless a file of that name is there (a Chinese twin); the Colab badge at
+    the Chinese notebook."""
+    en_dir = PurePosixPath(rel(english)).parent
+    zh_dir = PurePosixPath(rel(chinese)).parent
+
+    def fix(target: str) -> str:
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            if NOTE_URL_PART in target and f"/blob/main/{rel(english)}" in target:
+                return target.replace(f"/blob/main/{rel(english)}", f"/blob/main/{rel(chinese)}")
+            return target
+        path, hash_, anchor = target.partition("#")
+        if not path:
+            return target
+        if (ROOT / posixpath.normpath(zh_dir / path)).exists():
+            return target
+        there = posixpath.normpath(en_dir / path)
+        if (ROOT / there).exists():
+            return posixpath.relpath(there, zh_dir) + hash_ + anchor
+        return target
+
+    out, fenced = [], False
+    for line in text.split("\n"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if not fenced:
+            line = LINK.sub(lambda m: m[1] + fix(m[2]) + m[3], line)
+            line = HTML_LINK.sub(lambda m: m[1] + fix(m[2]) + m[3], line)
+        out.append(line)
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Terms (notebooks/zh/TERMS.md) and the lecture's own words
+
+
+def load_terms() -> list[tuple[list[str], list[str], list[str], bool]]:
+    """The glossary's rows: (English spellings, Chinese, spellings to avoid, core). A core term
+    (the first table) must be used wherever the English cell uses the English one."""
+    rows, core = [], False
+    for line in TERMS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            core = line.startswith("## 核心")
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) < 3 or cells[0] in ("英文", "---"):
+            continue
+        english = [t.strip() for t in cells[0].split("/") if t.strip()]
+        chinese = [t.strip() for t in cells[1].split("/") if t.strip()]
+        avoid = [t.strip() for t in re.split(r"[,，]", cells[2]) if t.strip()]
+        rows.append((english, chinese, avoid, core))
+    return rows
+
+
+def without_quotes(text: str) -> str:
+    """``text`` without the lecture's words quoted in 「」, which stay as the lecture wrote them."""
+    return re.sub(r"「[^」]*」", " ", text)
+
+
+def avoided(text: str, where: str) -> list[str]:
+    """A line for each spelling that the glossary says not to use."""
+    text = without_quotes(text)
+    return [
+        f"{where}: writes {bad!r}; the glossary (notebooks/zh/TERMS.md) says {'/'.join(zh)}"
+        for _, zh, avoid, _ in load_terms()
+        for bad in avoid
+        if bad in text
+    ]
+
+
+def english_term(term: str) -> re.Pattern[str]:
+    words = [re.escape(w) for w in re.split(r"[\s-]+", term)]
+    return re.compile(r"(?<![A-Za-z_])" + r"[\s-]+".join(words) + r"(?:s|es)?(?![A-Za-z_])", re.I)
+
+
+def terms_missing(english: str, chinese: str, where: str) -> list[str]:
+    """A line for each core term in the English prose whose Chinese is missing from ``chinese``."""
+    prose = " ".join(prose_units(english))
+    found = []
+    for en_terms, zh_terms, _, core in load_terms():
+        if not core:
+            continue
+        pairs = (
+            list(zip(en_terms, zh_terms, strict=True))
+            if len(en_terms) == len(zh_terms)
+            else [(t, zh_terms[0]) for t in en_terms]
+        )
+        for en_term, zh_term in pairs:
+            if english_term(en_term).search(prose) and zh_term not in chinese:
+                found.append(
+                    f"{where}: the English says {en_term!r}, the translation lacks {zh_term!r} "
+                    "(notebooks/zh/TERMS.md)"
+                )
+                break
+    return found
+
+
+def quotes_not_in(note: str, text: str, where: str) -> list[str]:
+    """A line for each 「quote」 that is not the lecture note's own words."""
+    flat = re.sub(r"\s+", "", note)
+    return [
+        f"{where}: 「{quote}」 is not in the lecture note word for word"
+        for quote in re.findall(r"「([^」]*)」", text)
+        if re.sub(r"\s+", "", quote) not in flat
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The exercises' messages: English and Chinese side by side
+
+
+def messages_outside_say(path: Path) -> list[str]:
+    """A line for each English message in an exercise module that is not one of a pair: an English
+    string outside ``say(english, chinese)`` and outside an (English, Chinese) pair given to
+    ``Exercise``; and each pair whose Chinese side holds no Chinese."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    allowed: set[int] = set()
+    found: list[str] = []
+    name = rel(path)
+
+    def texts(node: ast.AST) -> list[ast.AST]:
+        return [n for n in ast.walk(node) if isinstance(n, ast.Constant | ast.JoinedStr)]
+
+    def has_chinese(node: ast.AST) -> bool:
+        return any(
+            isinstance(n, ast.Constant) and isinstance(n.value, str) and CHINESE.search(n.value)
+            for n in ast.walk(node)
+        )
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) or (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", None) in ("startswith", "endswith", "match", "search")
+        ):  # text that PyTorch or Python writes, looked for, not shown
+            allowed.update(id(n) for n in texts(node))
+        pairs: list[tuple[ast.AST, ast.AST]] = []
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "say":
+            if len(node.args) == 2:
+                pairs.append((node.args[0], node.args[1]))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Exercise":
+            given = list(node.args) + [k.value for k in node.keywords]
+            pairs += [
+                (v.elts[0], v.elts[1])
+                for v in given
+                if isinstance(v, ast.Tuple) and len(v.elts) == 2
+            ]
+        for english, chinese in pairs:
+            allowed.update(id(n) for n in texts(english) + texts(chinese))
+            if not has_chinese(chinese):
+                found.append(f"{name}:{english.lineno}: the Chinese side holds no Chinese")
+        if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Module) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                allowed.add(id(first.value))  # a docstring
+    inside_f_strings = {
+        id(part)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.JoinedStr)
+        for part in node.values
+    }
+    for node in ast.walk(tree):
+        if id(node) in allowed | inside_f_strings:
+            continue
+        if not isinstance(node, ast.Constant | ast.JoinedStr):
+            continue
+        parts = [node] if isinstance(node, ast.Constant) else node.values
+        text = " ".join(
+            p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)
+        )
+        if len(WORD.findall(text)) >= 2 and re.search(r"[A-Za-z]{2,}[ ,;:.]+[A-Za-z]{2,}", text):
+            found.append(f"{name}:{node.lineno}: English text outside say(): {text.strip()[:70]!r}")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Sync, status
+
+
+def translation(cell: nbformat.NotebookNode) -> dict | None:
+    return cell.get("metadata", {}).get("translation")
+
+
+def mark(cell: nbformat.NotebookNode, english_source: str) -> None:
+    cell.metadata["translation"] = {"en_sha1": sha(english_source), "en": english_source}
+
+
+def needs_translation(cell: nbformat.NotebookNode) -> bool:
+    """Whether an English cell has text to translate: any markdown; code with prose comments."""
+    if cell.cell_type == "markdown":
+        return True
+    return cell.cell_type == "code" and any(is_prose(c) for c in comments(cell.source))
+
+
+def sync_one(english: Path) -> nbformat.NotebookNode:
+    """The Chinese twin of ``english`` rebuilt: its code and outputs from the English notebook,
+    its translations kept (cells matched by id). A cell new in English comes in English."""
+    en = nbformat.read(english, as_version=4)
+    chinese = zh_path(english)
+    old = nbformat.read(chinese, as_version=4) if chinese.exists() else None
+    old_cells = {c.id: c for c in old.cells} if old else {}
+    speaks = speaks_chinese(english)
+    cells = []
+    for cell in en.cells:
+        new = nbformat.from_dict(cell)
+        new.metadata = nbformat.from_dict(dict(cell.metadata))
+        before = old_cells.get(cell.id)
+        if before is not None and before.cell_type == cell.cell_type and translation(before):
+            if cell.cell_type == "markdown":
+                new.source = before.source
+                new.metadata["translation"] = translation(before)
+            elif cell.cell_type == "code" and same_code(
+                cell.source, before.source, speaks and is_setup(cell)
+            ):
+                new.source = before.source
+                new.metadata["translation"] = translation(before)
+        if "translation" not in new.metadata:
+            if cell.cell_type == "markdown":
+                new.source = localize_links(cell.source, english, chinese)
+            if speaks and is_setup(cell):
+                new.source = cell.source + LANGUAGE_LINES
+        cells.append(new)
+    en.cells = cells
+    return en
+
+
+def sync() -> None:
+    for english in english_notebooks():  # every twin exists before links are pointed at them
+        if not zh_path(english).exists():
+            zh_path(english).parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(sync_one(english), zh_path(english))
+    for english in english_notebooks():
+        nbformat.write(sync_one(english), zh_path(english))
+
+
+def problems(chinese: Path) -> list[str]:
+    """Everything that keeps ``chinese`` from being the English notebook's faithful twin, one
+    line each (stale translations with the English diff below their line)."""
+    english = en_path(chinese)
+    name = rel(chinese)
+    if not english.exists():
+        return [f"{name}: there is no English notebook {rel(english)} any more"]
+    en = nbformat.read(english, as_version=4)
+    zh = nbformat.read(chinese, as_version=4)
+    found = []
+    if [(c.id, c.cell_type) for c in zh.cells] != [(c.id, c.cell_type) for c in en.cells]:
+        return [f"{name}: its cells are not the English notebook's (run tools/zh.py sync)"]
+    speaks = speaks_chinese(english)
+    for en_cell, zh_cell in zip(en.cells, zh.cells, strict=True):
+        where = f"{name}, cell {zh_cell.id}"
+        done = translation(zh_cell)
+        if zh_cell.cell_type == "code":
+            if not same_code(en_cell.source, zh_cell.source, speaks and is_setup(en_cell)):
+                found.append(f"{where}: the code differs from the English beyond its comments")
+            if zh_cell.get("outputs") != en_cell.get("outputs"):
+                found.append(f"{where}: the outputs differ from the English (run sync)")
+            if zh_cell.get("execution_count") != en_cell.get("execution_count"):
+                found.append(f"{where}: the execution count differs from the English (run sync)")
+            english_prose = [c for c in comments(zh_cell.source) if is_prose(c)]
+            if english_prose:
+                found.append(f"{where}: comment not translated: # {english_prose[0]}")
+        if en_cell.metadata.get("tags") != zh_cell.metadata.get("tags"):
+            found.append(f"{where}: the tags differ from the English (run sync)")
+        if zh_cell.cell_type == "markdown":
+            left = untranslated(zh_cell.source)
+            if left:
+                found.append(f"{where}: not translated: {left[0][:100]}")
+            else:
+                found += terms_missing(en_cell.source, zh_cell.source, where)
+            found += avoided(zh_cell.source, where)
+            if LECTURE_NOTE.exists():
+                found += quotes_not_in(
+                    LECTURE_NOTE.read_text(encoding="utf-8"), zh_cell.source, where
+                )
+        elif zh_cell.cell_type == "code":
+            found += avoided("\n".join(comments(zh_cell.source)), where)
+        if done and done["en_sha1"] != sha(en_cell.source):
+            diff = difflib.unified_diff(
+                done["en"].splitlines(),
+                en_cell.source.splitlines(),
+                "translated",
+                "now",
+                lineterm="",
+            )
+            found.append(f"{where}: stale, the English changed:\n" + "\n".join(list(diff)[2:]))
+        elif done and done["en"] != en_cell.source:
+            found.append(f"{where}: the recorded English text does not match its hash")
+        elif not done and zh_cell.cell_type == "markdown" and not untranslated(zh_cell.source):
+            if CJK.search(zh_cell.source):
+                found.append(f"{where}: translated, but not marked (import it with tools/zh.py)")
+    return found
+
+
+def missing() -> list[str]:
+    """English notebooks without a Chinese twin."""
+    return [
+        f"{rel(e)}: no Chinese twin {rel(zh_path(e))}"
+        for e in english_notebooks()
+        if not zh_path(e).exists()
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Export, import
+
+
+def export(chinese: Path, everything: bool) -> str:
+    english = en_path(chinese)
+    en = nbformat.read(english, as_version=4)
+    zh = nbformat.read(chinese, as_version=4)
+    blocks = []
+    for en_cell, zh_cell in zip(en.cells, zh.cells, strict=True):
+        if not needs_translation(en_cell) and not translation(zh_cell):
+            continue
+        done = translation(zh_cell)
+        current = done is not None and done["en_sha1"] == sha(en_cell.source)
+        if current and not everything:
+            continue
+        head = f"=== {zh_cell.id} {zh_cell.cell_type} {rel(chinese)} ==="
+        notes = []
+        if done and not current:
+            diff = difflib.unified_diff(
+                done["en"].splitlines(),
+                en_cell.source.splitlines(),
+                "translated",
+                "now",
+                lineterm="",
+            )
+            notes = ["#| stale: the English changed since the translation below:"]
+            notes += ["#| " + line for line in list(diff)[2:]]
+        blocks.append("\n".join([head, *notes, zh_cell.source]))
+    return "\n\n".join(blocks) + "\n" if blocks else ""
+
+
+def import_text(text: str) -> list[str]:
+    """Put each block of an export file into its notebook; return what was refused."""
+    refused: list[str] = []
+    chunks: list[tuple[str, str, str, list[str]]] = []
+    for line in text.split("\n"):
+        head = BLOCK.match(line)
+        if head:
+            chunks.append((head[1], head[2], head[3], []))
+        elif chunks and not line.startswith("#|"):
+            chunks[-1][3].append(line)
+        elif not chunks and line.strip():
+            raise SystemExit(f"the file must start with a === line; it starts with {line!r}")
+    by_notebook: dict[str, list[tuple[str, str, str]]] = {}
+    for cell_id, kind, notebook, lines in chunks:
+        by_notebook.setdefault(notebook, []).append((cell_id, kind, "\n".join(lines).strip("\n")))
+    for notebook, items in by_notebook.items():
+        chinese = ROOT / notebook
+        english = en_path(chinese)
+        zh = nbformat.read(chinese, as_version=4)
+        en = {c.id: c for c in nbformat.read(english, as_version=4).cells}
+        cells = {c.id: c for c in zh.cells}
+        speaks = speaks_chinese(english)
+        for cell_id, kind, body in items:
+            if cell_id not in cells or cells[cell_id].cell_type != kind:
+                refused.append(f"{notebook}: no {kind} cell {cell_id}")
+                continue
+            source = en[cell_id].source
+            if kind == "code" and not same_code(source, body, speaks and is_setup(en[cell_id])):
+                refused.append(f"{notebook}, cell {cell_id}: the code changed, not only comments")
+                continue
+            if kind == "markdown":
+                body = localize_links(body, english, chinese)
+            cells[cell_id].source = body
+            mark(cells[cell_id], source)
+        nbformat.write(zh, chinese)
+    return refused
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("sync", help="rebuild code and outputs from the English notebooks")
+    sub.add_parser("status", help="list stale and untranslated cells")
+    ex = sub.add_parser("export", help="the cells to translate, as text")
+    ex.add_argument("notebook", type=Path)
+    ex.add_argument("--all", action="store_true", help="translated cells too")
+    im = sub.add_parser("import", help="put translated text back")
+    im.add_argument("file", type=Path)
+    args = parser.parse_args()
+    if args.command == "sync":
+        sync()
+        args.command = "status"
+    if args.command == "status":
+        found = missing() + [p for z in chinese_notebooks() for p in problems(z)]
+        print("\n".join(found) if found else "every Chinese notebook is in step with the English")
+        return 1 if found else 0
+    if args.command == "export":
+        sys.stdout.write(export(args.notebook.resolve(), args.all))
+        return 0
+    refused = import_text(args.file.read_text(encoding="utf-8"))
+    for line in refused:
+        print(line, file=sys.stderr)
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
