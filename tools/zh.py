@@ -41,13 +41,16 @@ from pathlib import Path, PurePosixPath
 
 import nbformat
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cifar_course import REPO_URL  # noqa: E402  (loads no PyTorch)
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 ZH = NOTEBOOKS / "zh"
 TERMS = ZH / "TERMS.md"
 # The lecture note the course grew from, where this repository sits beside it (not in the wheel).
 LECTURE_NOTE = ROOT.parent / "shared" / "lecture" / "note.md"
-NOTE_URL_PART = "colab.research.google.com/github/"
+COLAB = "https://colab.research.google.com/github/" + REPO_URL.removeprefix("https://github.com/")
 # What the setup cell of a Chinese exercise or solution notebook adds to the English one.
 LANGUAGE_CODE = 'import cifar_course\n\ncifar_course.set_language("zh")'
 LANGUAGE_LINES = "\n\n# 练习的检查、提示和解法用中文回答\n" + LANGUAGE_CODE.replace(
@@ -185,13 +188,16 @@ def prose_units(text: str) -> list[str]:
     return [u.strip() for u in units if u.strip()]
 
 
+ENGLISH_RUN = re.compile(r"[A-Za-z][A-Za-z']*(?:[ ,;:()-]+[A-Za-z][A-Za-z']*){5,}")
+
+
 def untranslated(text: str) -> list[str]:
-    """The units of a Chinese cell that are still English: four English words or more, and fewer
-    Chinese characters than half of them."""
+    """The units of a Chinese cell that are still English: four English words or more with fewer
+    Chinese characters than half of them, or six English words in a row."""
     found = []
     for unit in prose_units(text):
         words = len(WORD.findall(unit))
-        if words >= 4 and 2 * len(CJK.findall(unit)) < words:
+        if (words >= 4 and 2 * len(CJK.findall(unit)) < words) or ENGLISH_RUN.search(unit):
             found.append(unit)
     return found
 
@@ -209,8 +215,6 @@ def localize_links(text: str, english: Path, chinese: Path) -> str:
 
     def fix(target: str) -> str:
         if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
-            if NOTE_URL_PART in target and f"/blob/main/{rel(english)}" in target:
-                return target.replace(f"/blob/main/{rel(english)}", f"/blob/main/{rel(chinese)}")
             return target
         path, hash_, anchor = target.partition("#")
         if not path:
@@ -230,7 +234,8 @@ def localize_links(text: str, english: Path, chinese: Path) -> str:
             line = LINK.sub(lambda m: m[1] + fix(m[2]) + m[3], line)
             line = HTML_LINK.sub(lambda m: m[1] + fix(m[2]) + m[3], line)
         out.append(line)
-    return "\n".join(out)
+    colab = f"{COLAB}/blob/main/"
+    return "\n".join(out).replace(colab + rel(english) + ")", colab + rel(chinese) + ")")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +300,19 @@ def terms_missing(english: str, chinese: str, where: str) -> list[str]:
                 )
                 break
     return found
+
+
+NUMBER = re.compile(r"(?<![A-Za-z0-9_.])\d+(?:[.,]\d+)*")
+
+
+def numbers_missing(english: str, chinese: str, where: str) -> list[str]:
+    """A line for each number of the English prose that the translation does not write: a
+    figure is copied as it is, never rounded or dropped."""
+    have = set(NUMBER.findall(" ".join(prose_units(chinese))))
+    return [
+        f"{where}: the English says {number}, the translation does not"
+        for number in sorted(set(NUMBER.findall(" ".join(prose_units(english)))) - have)
+    ]
 
 
 def quotes_not_in(note: str, text: str, where: str) -> list[str]:
@@ -408,7 +426,7 @@ def sync_one(english: Path) -> nbformat.NotebookNode:
         before = old_cells.get(cell.id)
         if before is not None and before.cell_type == cell.cell_type and translation(before):
             if cell.cell_type == "markdown":
-                new.source = before.source
+                new.source = localize_links(before.source, english, chinese)
                 new.metadata["translation"] = translation(before)
             elif cell.cell_type == "code" and same_code(
                 cell.source, before.source, speaks and is_setup(cell)
@@ -468,6 +486,7 @@ def problems(chinese: Path) -> list[str]:
                 found.append(f"{where}: not translated: {left[0][:100]}")
             else:
                 found += terms_missing(en_cell.source, zh_cell.source, where)
+                found += numbers_missing(en_cell.source, zh_cell.source, where)
             found += avoided(zh_cell.source, where)
             if LECTURE_NOTE.exists():
                 found += quotes_not_in(
