@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/python -c "import cifar_course, torch, torchvision, nbval, xdist, myst_nb, playwright"
+	$(BIN)/python -c "import cifar_course, torch, torchvision, nbval, xdist, myst_nb, playwright, jieba"
 	touch $(STAMP)
 
 ## The main job: train the lesson net with the lecture's recipe (10 epochs, SGD lr 1e-2, batch 64).

@@ -5,16 +5,21 @@ sphinx-book-theme: the stack of Jupyter Book 1, whose launch buttons (Colab), do
 (.ipynb), previous/next links and search the course needs as they are.
 """
 
+import logging
+import posixpath
+import re
 import sys
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, installed or not
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the package, installed or not
 from cifar_course import REPO_URL  # noqa: E402  (loads no PyTorch)
 
 project = "cifar-course"
 author = "the cifar-course authors"
 copyright = "the cifar-course authors"  # noqa: A001 (Sphinx's name)
-language = "en"
+language = "en"  # tools/build_site.py builds the Chinese site with -D language=zh_CN
 
 extensions = ["myst_nb"]
 root_doc = "index"
@@ -30,6 +35,7 @@ html_theme = "sphinx_book_theme"
 html_title = "cifar-course"
 OWNER, REPO = REPO_URL.removeprefix("https://github.com/").split("/")
 html_baseurl = f"https://{OWNER}.github.io/{REPO}/"  # GitHub Pages' address of the repository
+templates_path = ["_templates"]
 html_static_path = ["_static"]
 html_css_files = ["course.css"]
 html_js_files = ["course.js"]  # the sidebar buttons (see the file)
@@ -46,4 +52,76 @@ html_theme_options = {
     "launch_buttons": {"colab_url": "https://colab.research.google.com"},
     "home_page_in_toc": True,
     "show_navbar_depth": 1,
+    "article_header_end": ["language-switch.html", "article-header-buttons.html"],
 }
+
+# The two sites: English at the root, Chinese in zh/. A page's twin: notebooks/X <-> notebooks/zh/X;
+# the front page, the credits and the measurement record are on both sites.
+LANGUAGES = (("en", "English", "en"), ("zh_CN", "中文", "zh-CN"))  # Sphinx's name, label, HTML's
+CHINESE_NOTEBOOKS = "notebooks/zh/"
+
+
+def twin(pagename: str, to_chinese: bool) -> str | None:
+    """The page of the other language's site that ``pagename`` corresponds to, relative to that
+    site's root; None if it has none."""
+    if to_chinese and pagename.startswith("notebooks/"):
+        pagename = CHINESE_NOTEBOOKS + pagename.removeprefix("notebooks/")
+    elif not to_chinese and pagename.startswith(CHINESE_NOTEBOOKS):
+        pagename = "notebooks/" + pagename.removeprefix(CHINESE_NOTEBOOKS)
+    if pagename.startswith("notebooks/"):
+        return pagename if (ROOT / f"{pagename}.ipynb").exists() else None
+    return pagename if pagename in ("index", "credits", "benchmarks/README", "search") else None
+
+
+def language_switch(app, pagename, templatename, context, doctree) -> None:
+    """Give the template ``language-switch.html`` the links to this page in each language."""
+    chinese = app.config.language.startswith("zh")
+    here = posixpath.dirname(pagename)
+    links = []
+    for code, label, html_code in LANGUAGES:
+        current = code.startswith("zh") == chinese
+        if current:
+            links.append((label, "", True, html_code))
+            continue
+        target = twin(pagename, to_chinese=not chinese) or "index"
+        root = "../" if chinese else "zh/"
+        href = posixpath.relpath(f"{root}{target}.html", here or ".")
+        links.append((label, href, False, html_code))
+    context["course_languages"] = links
+
+
+def search_terms() -> str:
+    """A jieba dictionary of the glossary's Chinese terms (notebooks/zh/TERMS.md): the Chinese
+    site's search then finds "状态字典" as one word, as well as "状态" and "字典"."""
+    terms = ROOT / "notebooks" / "zh" / "TERMS.md"
+    words = set()
+    for line in terms.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) > 2 and cells[1] not in ("中文", "---"):
+            words.update(w.strip() for w in cells[1].split("/") if re.search(r"[一-鿿]", w))
+    path = Path(tempfile.gettempdir()) / "cifar_course_search_terms.txt"
+    path.write_text("".join(f"{w} 100000\n" for w in sorted(words)), encoding="utf-8")
+    return str(path)
+
+
+def setup(app) -> None:
+    app.connect("html-page-context", language_switch)
+    app.connect("config-inited", chinese_site)
+
+
+def chinese_site(app, config) -> None:
+    """The Chinese site's own title, address and search words."""
+    if config.language.startswith("zh"):
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)  # not its "Building prefix dict" lines on each build
+        # Sphinx 9's Chinese search writes "window.Stemmer = ChineseStemmer" into
+        # language_data.js, but the stemmer code it ships with it is English's (EnglishStemmer):
+        # every page then logs "ChineseStemmer is not defined". Its Latin words are stemmed in
+        # English, so the English name is the right one.
+        from sphinx.search.zh import SearchChinese
+
+        SearchChinese.language_name = "English"
+        config.html_title = "cifar-course 中文版"
+        config.html_baseurl = html_baseurl + "zh/"
+        config.html_search_options = {"dict": search_terms()}

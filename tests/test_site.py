@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("site")]
 
 LESSONS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# The Chinese site, in zh/: its pages keep the repository's paths (notebooks/zh/...).
+ZH_PAGES = ["zh/index.html", *(f"zh/notebooks/zh/{n}.html" for n in LESSONS)]
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
 )
@@ -97,11 +99,12 @@ def test_every_page_is_there_and_every_internal_link_and_image_resolves(site):
     expected = {"index", "credits", "benchmarks/README", *(f"notebooks/{n}" for n in LESSONS)}
     expected |= {f"notebooks/exercises/{n}_exercises" for n in LESSONS}
     expected |= {f"notebooks/exercises/solutions/{n}_solutions" for n in LESSONS}
+    expected |= {f"zh/{page.replace('notebooks/', 'notebooks/zh/')}" for page in expected}
     for page in expected:
         assert (site / f"{page}.html").is_file(), page
     parsed: dict[Path, Links] = {}
     for page in site.rglob("*.html"):
-        if page.relative_to(site).parts[0] in ("_static", "_sources"):
+        if {"_static", "_sources"} & set(page.relative_to(site).parts[:2]):
             continue  # the theme's template fragments, and the sources offered for download
         parsed[page] = Links()
         parsed[page].feed(page.read_text(encoding="utf-8"))
@@ -163,7 +166,9 @@ def open_page(browser, path: str):
     return page, errors
 
 
-@pytest.mark.parametrize("path", ["index.html", *(f"notebooks/{n}.html" for n in LESSONS)])
+@pytest.mark.parametrize(
+    "path", ["index.html", *(f"notebooks/{n}.html" for n in LESSONS), *ZH_PAGES]
+)
 def test_each_page_loads_whole_in_a_real_browser(browser, path):
     page, errors = open_page(browser, path)
     try:
@@ -178,7 +183,8 @@ def test_each_page_loads_whole_in_a_real_browser(browser, path):
             assert page.locator("a[href*='colab.research.google.com']").count() >= 1
             download = page.locator("a[href$='.ipynb']")
             assert download.count() >= 1, "no download link for the notebook"
-            assert "Run time on a CPU" in page.inner_text("article")
+            header = "CPU 上的运行时间" if path.startswith("zh/") else "Run time on a CPU"
+            assert header in page.inner_text("article")
             # previous and next
             assert page.locator(".prev-next-area a").count() >= 1
     finally:
@@ -203,7 +209,51 @@ def test_on_a_phone_no_page_scrolls_sideways_and_the_lesson_list_opens(browser):
 def test_the_download_button_gives_the_notebook_as_it_is_in_the_repository(site):
     for path in sorted((ROOT / "notebooks").rglob("*.ipynb")):
         relative = path.relative_to(ROOT)
-        assert (site / "_sources" / relative).read_bytes() == path.read_bytes(), relative
+        chinese = relative.parts[1] == "zh"
+        served = site / ("zh/_sources" if chinese else "_sources") / relative
+        assert served.read_bytes() == path.read_bytes(), relative
+
+
+def test_every_page_switches_to_its_twin_in_the_other_language(site):
+    """One switch per page: the page's own language, and a link to the same page in the other
+    language (notebooks/X <-> zh/notebooks/zh/X), which exists."""
+    pages = [
+        p
+        for p in site.rglob("*.html")
+        if not {"_static", "_sources"} & set(p.relative_to(site).parts[:2])
+        and p.name not in ("genindex.html",)
+    ]
+    assert len(pages) >= 2 * (1 + 3 * len(LESSONS))
+    for page in pages:
+        html = page.read_text(encoding="utf-8")
+        switch = html.split('<nav class="course-languages"', 1)
+        assert len(switch) == 2, page.relative_to(site)
+        links = Links()
+        links.feed(switch[1].split("</nav>", 1)[0])
+        assert len(links.links) == 1, page.relative_to(site)
+        target = (page.parent / links.links[0]).resolve().relative_to(site.resolve()).as_posix()
+        here = page.relative_to(site).as_posix()
+        if here.startswith("zh/"):
+            expected = here.removeprefix("zh/").replace("notebooks/zh/", "notebooks/")
+        else:
+            expected = "zh/" + here.replace("notebooks/", "notebooks/zh/")
+        if expected.removeprefix("zh/") in ("genindex.html",) or not (site / expected).exists():
+            expected = "zh/index.html" if not here.startswith("zh/") else "index.html"
+        assert target == expected, here
+
+
+def installed(page, fonts: list[str]) -> list[str]:
+    """The ``fonts`` installed: text set in one of them is not as wide as in the fallback."""
+    return page.evaluate(
+        """fonts => fonts.filter(f => {
+            const c = document.createElement('canvas').getContext('2d');
+            c.font = '32px monospace';
+            const fallback = c.measureText('abcdefghij模型').width;
+            c.font = `32px "${f}", monospace`;
+            return c.measureText('abcdefghij模型').width !== fallback;
+        })""",
+        fonts,
+    )
 
 
 def test_lesson_03_shows_its_plot_and_its_chinese_in_a_cjk_font(browser):
@@ -218,17 +268,31 @@ def test_lesson_03_shows_its_plot_and_its_chinese_in_a_cjk_font(browser):
         cjk = [f.strip().strip('"') for f in stack.split(",") if "CJK" in f or "Han" in f]
         assert cjk, stack
         # a font of the stack is installed when text set in it is not set in the fallback
-        available = page.evaluate(
-            """fonts => fonts.filter(f => {
-                const c = document.createElement('canvas').getContext('2d');
-                c.font = '32px monospace';
-                const fallback = c.measureText('abcdefghij模型').width;
-                c.font = `32px "${f}", monospace`;
-                return c.measureText('abcdefghij模型').width !== fallback;
-            })""",
-            cjk,
-        )
+        available = installed(page, cjk)
         assert available, f"none of {cjk} is installed (apt-get install fonts-noto-cjk)"
+    finally:
+        page.close()
+
+
+def test_the_chinese_site_is_set_in_a_cjk_font_and_its_search_finds_a_glossary_term(browser):
+    page, errors = open_page(browser, "zh/notebooks/zh/02_save_and_load.html")
+    try:
+        assert page.evaluate("document.documentElement.lang") == "zh-CN"
+        assert "状态字典" in page.inner_text("article")
+        stack = page.evaluate("getComputedStyle(document.body).fontFamily")
+        assert "Noto Sans CJK SC" in stack, stack
+        assert installed(page, ["Noto Sans CJK SC"]), "apt-get install fonts-noto-cjk"
+        page.locator(".course-languages a[hreflang='en']").first.click()
+        page.wait_for_url("**/notebooks/02_save_and_load.html")
+    finally:
+        page.close()
+    page, errors = open_page(browser, "zh/search.html?q=状态字典")
+    try:
+        results = page.locator("#search-results a")
+        results.first.wait_for(timeout=15_000)
+        hrefs = [results.nth(i).get_attribute("href") for i in range(results.count())]
+        assert any("notebooks/zh/02_save_and_load" in (h or "") for h in hrefs), hrefs
+        assert not errors, errors
     finally:
         page.close()
 
