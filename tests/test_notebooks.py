@@ -14,8 +14,15 @@ from cifar_course import REPO_URL
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # The lessons and their exercise and solution notebooks: the hygiene checks hold for all of them.
-EVERY_NOTEBOOK = NOTEBOOKS + sorted(
-    (Path(__file__).resolve().parents[1] / "notebooks" / "exercises").rglob("[0-9][0-9]_*.ipynb")
+EVERY_NOTEBOOK = (
+    NOTEBOOKS
+    + sorted(
+        (Path(__file__).resolve().parents[1] / "notebooks" / "exercises").rglob(
+            "[0-9][0-9]_*.ipynb"
+        )
+    )
+    # the Chinese edition (tests/test_zh.py checks it against the English)
+    + sorted((Path(__file__).resolve().parents[1] / "notebooks" / "zh").rglob("[0-9][0-9]_*.ipynb"))
 )
 WIDGET = "application/vnd.jupyter.widget-view+json"
 EXPECTED = [
@@ -63,7 +70,13 @@ def test_no_placeholder_left_unfilled(path):
         assert not re.search(r"@[A-Z_]+@", cell.source), cell.source[:80]
 
 
-@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize(
+    "path",
+    EVERY_NOTEBOOK,
+    ids=lambda p: p.relative_to(
+        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
+    ).as_posix(),
+)
 def test_setup_cell_installs_only_on_colab(path):
     setup = read(path).cells[1]
     assert f'REPO_URL = "{REPO_URL}"' in setup.source
@@ -95,7 +108,13 @@ def test_errors_only_where_expected(path):
                 assert "Traceback" not in output.text and "Warning" not in output.text
 
 
-@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize(
+    "path",
+    EVERY_NOTEBOOK,
+    ids=lambda p: p.relative_to(
+        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
+    ).as_posix(),
+)
 def test_no_noisy_metadata(path):
     nb = read(path)
     assert "widgets" not in nb.metadata
@@ -134,13 +153,25 @@ def output_texts(cell) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize(
+    "path",
+    EVERY_NOTEBOOK,
+    ids=lambda p: p.relative_to(
+        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
+    ).as_posix(),
+)
 def test_kernelspec_is_what_jupyterlab_writes(path):
     # anything else and JupyterLab rewrites it on opening: the notebook opens already "modified"
     assert read(path).metadata.kernelspec == JUPYTERLAB_KERNELSPEC
 
 
-@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize(
+    "path",
+    EVERY_NOTEBOOK,
+    ids=lambda p: p.relative_to(
+        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
+    ).as_posix(),
+)
 def test_stored_outputs_show_no_machine_paths_colour_codes_or_long_tracebacks(path):
     repo = str(Path(__file__).resolve().parents[1])
     for index, cell in enumerate(read(path).cells):
@@ -155,7 +186,13 @@ def test_stored_outputs_show_no_machine_paths_colour_codes_or_long_tracebacks(pa
                 assert len(lines) <= MAX_TRACEBACK_LINES, f"cell {index}: {len(lines)} lines"
 
 
-@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize(
+    "path",
+    EVERY_NOTEBOOK,
+    ids=lambda p: p.relative_to(
+        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
+    ).as_posix(),
+)
 def test_test_plumbing_is_in_tags_not_in_the_code(path):
     for cell in read(path).cells:
         assert "NBVAL" not in cell.source, cell.source[:80]
@@ -192,7 +229,13 @@ def test_ordered_list_runs_sees_a_list_that_markdown_would_renumber():
     assert ordered_list_runs("1. a\n2. b\n\ntext\n\n1. c") == [[1, 2], [1]]
 
 
-@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize(
+    "path",
+    EVERY_NOTEBOOK,
+    ids=lambda p: p.relative_to(
+        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
+    ).as_posix(),
+)
 def test_numbered_lists_render_with_the_numbers_written(path):
     # Markdown numbers a list from its first item on: "1. ..." then "5. ..." renders as "1." "2."
     for cell in read(path).cells:
@@ -201,7 +244,13 @@ def test_numbered_lists_render_with_the_numbers_written(path):
                 assert run == list(range(run[0], run[0] + len(run))), (run, cell.source[:80])
 
 
-@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize(
+    "path",
+    EVERY_NOTEBOOK,
+    ids=lambda p: p.relative_to(
+        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
+    ).as_posix(),
+)
 def test_no_path_into_this_repository(path):
     # the notebook runs from any folder with only the installed package, as on Colab
     for cell in read(path).cells:
@@ -211,7 +260,13 @@ def test_no_path_into_this_repository(path):
             )
 
 
-@pytest.mark.parametrize("path", EVERY_NOTEBOOK, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize(
+    "path",
+    EVERY_NOTEBOOK,
+    ids=lambda p: p.relative_to(
+        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
+    ).as_posix(),
+)
 def test_sizes_are_chosen_in_one_place(path):
     # a full run and the tests' smoke run differ only in by_mode's answers, never in the code path
     for cell in read(path).cells:
@@ -292,7 +347,11 @@ def tracked_files(root: Path) -> set[Path] | None:
     return {(root / line).resolve() for line in done.stdout.splitlines()}
 
 
-LINKED = [*EVERY_NOTEBOOK, Path(__file__).resolve().parents[1] / "README.md"]
+LINKED = [
+    *EVERY_NOTEBOOK,
+    Path(__file__).resolve().parents[1] / "README.md",
+    Path(__file__).resolve().parents[1] / "README.zh-CN.md",
+]
 
 
 def relative_links(path: Path) -> list[str]:

@@ -320,6 +320,10 @@ def test_the_chinese_exercise_notebooks_answer_in_chinese(path):
         exec(nb.cells[1].source, scope)  # the setup cell (installs nothing off Colab)
         exec(nb.cells[2].source, scope)  # the imports
         assert cifar_course.language() == "zh"
+        checks = check_cells(nb)
+        for i, cell in enumerate(nb.cells[3:], start=3):  # the answers, blanks and all
+            if cell.cell_type == "code" and i not in checks and i - 1 not in checks:
+                exec(cell.source, scope)
         blanks = run_checks(path, scope)
         exercises = exercises_in(module_for(path))
         for exercise in exercises.values():
@@ -350,14 +354,10 @@ def test_set_language_refuses_what_it_does_not_speak():
 
 
 def commands(text: str) -> list[str]:
-    """The lines of a README's shell blocks: what a learner types."""
+    """The lines of a README's shell blocks without their comments: what a learner types."""
     blocks = re.findall(r"```(?:bash|sh|console|shell)\n(.*?)```", text, flags=re.S)
-    return [
-        line.strip()
-        for block in blocks
-        for line in block.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for b in blocks for line in b.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def test_the_chinese_readme_gives_the_same_commands_and_is_linked_from_the_english_one():

@@ -358,12 +358,17 @@ def messages_outside_say(path: Path) -> list[str]:
             if len(node.args) == 2:
                 pairs.append((node.args[0], node.args[1]))
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Exercise":
-            given = list(node.args) + [k.value for k in node.keywords]
+            given = list(node.args) + [
+                k.value for k in node.keywords if k.arg != "solution"
+            ]  # a solution's Chinese side is its code with the comments translated, if any
             pairs += [
                 (v.elts[0], v.elts[1])
                 for v in given
                 if isinstance(v, ast.Tuple) and len(v.elts) == 2
             ]
+            solution = next((k.value for k in node.keywords if k.arg == "solution"), None)
+            if isinstance(solution, ast.Tuple) and len(solution.elts) == 2:
+                allowed.update(id(n) for n in texts(solution))
         for english, chinese in pairs:
             allowed.update(id(n) for n in texts(english) + texts(chinese))
             if not has_chinese(chinese):
