@@ -164,7 +164,7 @@ def _what_changed(before: dict[str, Any], after: dict[str, Any], what: str) -> s
             f"{what} turned gradients {'off' if before['grad'] else 'on'} for the rest of the "
             "session (torch.set_grad_enabled); use `with torch.no_grad():` so that they come back "
             "on after the block.",
-            f"{what} 把梯度计算{'关掉' if before['grad'] else '打开'}了，直到会话结束"
+            f"{_spaced(what)}把梯度计算{'关掉' if before['grad'] else '打开'}了，直到会话结束"
             "（torch.set_grad_enabled）；请用 `with torch.no_grad():`，"
             "离开代码块后梯度计算会恢复。",
         )
@@ -172,20 +172,22 @@ def _what_changed(before: dict[str, Any], after: dict[str, Any], what: str) -> s
         return say(
             f"{what} changed the default dtype to {after['dtype']} for the whole session; "
             "convert tensors with .to(dtype) instead.",
-            f"{what} 把整个会话的默认 dtype 改成了 {after['dtype']}；请改用 .to(dtype) 转换张量。",
+            f"{_spaced(what)}把整个会话的默认 dtype 改成了 {after['dtype']}；"
+            "请改用 .to(dtype) 转换张量。",
         )
     if before["device"] != after["device"]:
         return say(
             f"{what} made {after['device']} the default device for the whole session "
             "(torch.set_default_device); move tensors and models with .to(device) instead.",
-            f"{what} 把 {after['device']} 设成了整个会话的默认设备（torch.set_default_device）；"
+            f"{_spaced(what)}把 {after['device']} 设成了整个会话的默认设备"
+            "（torch.set_default_device）；"
             "请改用 .to(device) 移动张量和模型。",
         )
     if before["threads"] != after["threads"]:
         return say(
             f"{what} changed PyTorch's thread count to {after['threads']} for the whole session; "
             "leave torch.set_num_threads alone.",
-            f"{what} 把整个会话中 PyTorch 的线程数改成了 {after['threads']}；"
+            f"{_spaced(what)}把整个会话中 PyTorch 的线程数改成了 {after['threads']}；"
             "请不要调用 torch.set_num_threads。",
         )
     return None
@@ -215,7 +217,7 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
         raise NotYet(
             say(
                 f"{what} should be a function; you gave {type(fn).__name__} {short(fn, 60)}.",
-                f"{what} 应当是一个函数；你给的是 {type(fn).__name__} {short(fn, 60)}。",
+                f"{_spaced(what)}应当是一个函数；你给的是 {type(fn).__name__} {short(fn, 60)}。",
             )
         )
     if _names_a_blank(getattr(inspect.unwrap(fn), "__code__", None)):  # under @torch.no_grad()
@@ -230,21 +232,24 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
         raise NotYet(
             say(
                 f"{what} did not finish in {TIME_LIMIT_S} s; look for a loop that never ends.",
-                f"{what} 在 {TIME_LIMIT_S} 秒内没有运行完；找一找永不结束的循环。",
+                f"{_spaced(what)}在 {TIME_LIMIT_S} 秒内没有运行完；找一找永不结束的循环。",
             )
         ) from None
     except SystemExit:
         raise NotYet(
             say(
                 f"{what} called exit(): return the answer instead.",
-                f"{what} 调用了 exit()：请改为 return 答案。",
+                f"{_spaced(what)}调用了 exit()：请改为 return 答案。",
             )
         ) from None
     except Exception as exc:
         if "_Blank" in str(exc) or "____" in str(exc):
             raise NotYet(_still_blank(what, "uses")) from exc
         raise NotYet(
-            say(f"{what} raised {describe_error(exc)}", f"{what} 抛出了 {describe_error(exc)}")
+            say(
+                f"{_spaced(what)}raised {describe_error(exc)}",
+                f"{what} 抛出了 {describe_error(exc)}",
+            )
         ) from exc
     finally:
         after = _settings()
@@ -257,15 +262,21 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     return result
 
 
+def _spaced(what: str) -> str:
+    """``what`` before a Chinese word: a space after a name in Latin letters (``accuracy`` 返回了),
+    none after Chinese (你的代码返回了)."""
+    return f"{what} " if what[-1:].isascii() else what
+
+
 def _still_blank(what: str, verb: str) -> str:
     if verb == "uses":
         return say(
             f"{what} still uses the blank ____: replace it with your code.",
-            f"{what} 里还有空白 ____：把它换成你的代码。",
+            f"{_spaced(what)}里还有空白 ____：把它换成你的代码。",
         )
     return say(
         f"{what} still returns the blank ____: replace it with your code.",
-        f"{what} 返回的还是空白 ____：把它换成你的代码。",
+        f"{_spaced(what)}返回的还是空白 ____：把它换成你的代码。",
     )
 
 
@@ -281,26 +292,29 @@ def as_number(value: Any, what: str, meaning: str) -> float:
         raise NotYet(
             say(
                 f"{what} returned {value}, a truth value; return {meaning}.",
-                f"{what} 返回了布尔值 {value}；应返回{meaning}。",
+                f"{_spaced(what)}返回了布尔值 {value}；应返回{meaning}。",
             )
         )
     if isinstance(value, str | bytes):
         raise NotYet(
             say(
                 f"{what} returned the text {short(value)}; return {meaning}, not text.",
-                f"{what} 返回了文本 {short(value)}；应返回{meaning}，而不是文本。",
+                f"{_spaced(what)}返回了文本 {short(value)}；应返回{meaning}，而不是文本。",
             )
         )
     if not isinstance(value, numbers.Real):
         raise NotYet(
             say(
                 f"{what} returned {short(value)}; return {meaning}.",
-                f"{what} 返回了 {short(value)}；应返回{meaning}。",
+                f"{_spaced(what)}返回了 {short(value)}；应返回{meaning}。",
             )
         )
     if math.isnan(value):
         raise NotYet(
-            say(f"{what} returned nan; return {meaning}.", f"{what} 返回了 nan；应返回{meaning}。")
+            say(
+                f"{_spaced(what)}returned nan; return {meaning}.",
+                f"{what} 返回了 nan；应返回{meaning}。",
+            )
         )
     return float(value)
 
