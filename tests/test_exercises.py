@@ -4,6 +4,7 @@ the notebooks as a learner runs them, and names the mistake each exercise is abo
 from __future__ import annotations
 
 import importlib
+import re
 
 import nbformat
 import pytest
@@ -89,10 +90,17 @@ def test_with_the_blanks_in_place_every_check_says_not_yet(path, run_alone, tmp_
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_in_the_solutions_every_check_says_correct(path, run_alone, tmp_path):
+    """...and says what the stored notebook shows (a measured time's digits aside): a check whose
+    message changed leaves no stale line in the solutions a learner reads."""
+    stored = nbformat.read(path, as_version=4)
     nb = run_alone(path, tmp_path)
     for i in check_cells(nb):
         text = printed(nb.cells[i])
         assert text.startswith("Correct: ") and text.count("\n") == 1, text
+        decimal = re.compile(r"\d+\.\d+")
+        assert decimal.sub("#", printed(stored.cells[i])) == decimal.sub("#", text), (
+            "the stored line is stale: run the solutions notebook again"
+        )
 
 
 def test_the_stored_solution_outputs_say_correct():

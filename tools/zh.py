@@ -10,7 +10,9 @@ Each English notebook (lessons, exercises, solutions) has a Chinese twin at the 
   token with the comments left out. The one allowed difference: the setup cell of an exercise or
   solution notebook turns on Chinese answers (``LANGUAGE_CODE``);
 - **outputs** are the English notebook's, copied: the code is the same, so the Chinese notebooks
-  need no run of their own.
+  need no run of their own. The exception: a solutions notebook's checks print their verdict in
+  Chinese, so ``sync`` runs the Chinese solutions notebook's code (seconds, on a CPU) and stores
+  the lines its checks print.
 
     python tools/zh.py sync                  # rebuild code and outputs from the English, keep
                                              # the translations; new cells come in English
@@ -174,6 +176,7 @@ def prose_units(text: str) -> list[str]:
     text = re.sub(r"https?://\S+", " ", text)
     text = re.sub(r"<[^>]+>", " ", text)
     text = re.sub(r"\$[^$\n]+\$", " ", text)
+    text = re.sub(r"《[^》]*》", " ", text)  # a title quoted as it is: 《Learning Multiple Layers...》
     units: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
         current: list[str] = []
@@ -392,7 +395,7 @@ def messages_outside_say(path: Path) -> list[str]:
         text = " ".join(
             p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)
         )
-        if len(WORD.findall(text)) >= 2 and re.search(r"[A-Za-z]{2,}[ ,;:.]+[A-Za-z]{2,}", text):
+        if re.search(r"[A-Za-z]{2,}[,;:.]?\s+[A-Za-z]{2,}", text):  # words, not a file name
             found.append(f"{name}:{node.lineno}: English text outside say(): {text.strip()[:70]!r}")
     return found
 
@@ -414,6 +417,41 @@ def needs_translation(cell: nbformat.NotebookNode) -> bool:
     if cell.cell_type == "markdown":
         return True
     return cell.cell_type == "code" and any(is_prose(c) for c in comments(cell.source))
+
+
+CHECK = re.compile(r"^(q\d)\.check\((.*)\)$")
+
+
+def is_solutions(english: Path) -> bool:
+    return english.name.endswith("_solutions.ipynb")
+
+
+def check_outputs_in_chinese(nb: nbformat.NotebookNode) -> dict[str, list]:
+    """Run a Chinese solutions notebook's code in this process, in an empty folder, as its kernel
+    would: each check cell's output (the line its check prints, now in Chinese), by cell id. The
+    English solutions notebook's stored lines are English; its twin's are the Chinese ones."""
+    import contextlib
+    import tempfile
+
+    import cifar_course
+
+    outputs: dict[str, list] = {}
+    scope: dict = {"__name__": "__main__"}
+    try:
+        with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+            for cell in nb.cells:
+                if cell.cell_type != "code":
+                    continue
+                printed = io.StringIO()
+                with contextlib.redirect_stdout(printed):
+                    exec(cell.source, scope)
+                if CHECK.match(cell.source.strip()):
+                    outputs[cell.id] = [
+                        nbformat.v4.new_output("stream", name="stdout", text=printed.getvalue())
+                    ]
+    finally:
+        cifar_course.set_language("en")
+    return outputs
 
 
 def sync_one(english: Path) -> nbformat.NotebookNode:
@@ -445,6 +483,9 @@ def sync_one(english: Path) -> nbformat.NotebookNode:
                 new.source = cell.source + LANGUAGE_LINES
         cells.append(new)
     en.cells = cells
+    if is_solutions(english):
+        for cell_id, outputs in check_outputs_in_chinese(en).items():
+            next(c for c in en.cells if c.id == cell_id).outputs = outputs
     return en
 
 
@@ -476,7 +517,11 @@ def problems(chinese: Path) -> list[str]:
         if zh_cell.cell_type == "code":
             if not same_code(en_cell.source, zh_cell.source, speaks and is_setup(en_cell)):
                 found.append(f"{where}: the code differs from the English beyond its comments")
-            if zh_cell.get("outputs") != en_cell.get("outputs"):
+            if is_solutions(english) and CHECK.match(zh_cell.source.strip()):
+                text = "".join(o.get("text", "") for o in zh_cell.get("outputs", []))
+                if not text.startswith("正确："):  # tests/test_zh.py runs the check again
+                    found.append(f"{where}: the check's stored line is not 正确：... (run sync)")
+            elif zh_cell.get("outputs") != en_cell.get("outputs"):
                 found.append(f"{where}: the outputs differ from the English (run sync)")
             if zh_cell.get("execution_count") != en_cell.get("execution_count"):
                 found.append(f"{where}: the execution count differs from the English (run sync)")
