@@ -380,3 +380,18 @@ def test_the_chinese_readme_gives_the_same_commands_and_is_linked_from_the_engli
         twin = zh.zh_path(path).relative_to(ROOT).as_posix()
         if "solutions" not in twin:
             assert f"({twin})" in chinese, twin
+
+
+def test_the_lectures_words_are_quoted_as_the_note_wrote_them():
+    """Where a Chinese lesson quotes the lecture note, in 「」, it quotes it word for word."""
+    if not zh.LECTURE_NOTE.exists():
+        pytest.skip(f"the lecture note is not beside this checkout ({zh.LECTURE_NOTE})")
+    note = zh.LECTURE_NOTE.read_text(encoding="utf-8")
+    quotes, wrong = 0, []
+    for path in CHINESE:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "markdown":
+                quotes += len(re.findall(r"「[^」]*」", cell.source))
+                wrong += zh.quotes_not_in(note, cell.source, f"{name(path)}, cell {cell.id}")
+    assert not wrong, "\n".join(wrong)
+    assert quotes >= 5  # lessons 02, 03, 04 and 07 quote the note
