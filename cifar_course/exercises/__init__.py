@@ -247,8 +247,8 @@ def run_learner(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
             raise NotYet(_still_blank(what, "uses")) from exc
         raise NotYet(
             say(
-                f"{_spaced(what)}raised {describe_error(exc)}",
-                f"{what} 抛出了 {describe_error(exc)}",
+                f"{what} raised {describe_error(exc)}",
+                f"{_spaced(what)}抛出了 {describe_error(exc)}",
             )
         ) from exc
     finally:
