@@ -312,8 +312,8 @@ def as_number(value: Any, what: str, meaning: str) -> float:
     if math.isnan(value):
         raise NotYet(
             say(
-                f"{_spaced(what)}returned nan; return {meaning}.",
-                f"{what} 返回了 nan；应返回{meaning}。",
+                f"{what} returned nan; return {meaning}.",
+                f"{_spaced(what)}返回了 nan；应返回{meaning}。",
             )
         )
     return float(value)
