@@ -90,6 +90,11 @@ def test_code_is_compared_without_its_comments_but_token_by_token():
     assert not zh.same_code(code, 'x = 1\n%time y = f(x, "a c")\n!ls -l\n', False)
     assert not zh.same_code(code, 'x = 2\n%time y = f(x, "a b")\n!ls -l\n', False)
     assert not zh.same_code(code, 'x = 1\n%time y = f(x, "a b")\n!ls -la\n', False)
+    script = "%%writefile run.py\nimport torch  # the library\nprint(torch.ones(2))\n"
+    assert zh.comments(script) == ["the library"]
+    assert zh.same_code(script, script.replace("the library", "这个库"), False)
+    assert not zh.same_code(script, script.replace("ones", "zeros"), False)
+    assert not zh.same_code(script, script.replace("run.py", "go.py"), False)
     setup = 'import sys\nif "google.colab" in sys.modules:\n    pass\n'
     assert zh.same_code(setup, setup + zh.LANGUAGE_LINES, True)
     assert not zh.same_code(setup, setup + zh.LANGUAGE_LINES, False)

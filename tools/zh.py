@@ -109,28 +109,38 @@ def is_setup(cell: nbformat.NotebookNode) -> bool:
 # Code: the same tokens, comments aside
 
 
-def code_tokens(source: str) -> list[tuple[int, str]]:
-    """The cell's Python tokens without comments and line breaks inside statements: what must be
-    the same in both languages. IPython's syntax (``%magic``, ``!shell``) is turned into Python
-    first, as the kernel does."""
+WRITEFILE = re.compile(r"\A%%writefile[^\n]*\.py\n")  # a cell that writes a Python script
+
+
+def as_python(source: str) -> list[str]:
+    """The cell as Python, in parts: IPython's syntax (``%magic``, ``!shell``) turned into
+    Python, as the kernel does; a ``%%writefile script.py`` cell as its first line and the
+    script itself, whose comments are a learner's to read (and to translate) too."""
     from IPython.core.inputtransformer2 import TransformerManager
 
-    python = TransformerManager().transform_cell(source)
+    magic = WRITEFILE.match(source)
+    if magic:
+        return [magic[0], source[magic.end() :]]
+    return [TransformerManager().transform_cell(source)]
+
+
+def code_tokens(source: str) -> list[tuple[int, str]]:
+    """The cell's Python tokens without comments and line breaks inside statements: what must be
+    the same in both languages."""
     skip = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
-    return [
+    parts = as_python(source)
+    tokens: list[tuple[int, str]] = [(-1, parts[0])] if len(parts) == 2 else []
+    return tokens + [
         (t.type, t.string)
-        for t in tokenize.generate_tokens(io.StringIO(python).readline)
+        for t in tokenize.generate_tokens(io.StringIO(parts[-1]).readline)
         if t.type not in skip
     ]
 
 
 def comments(source: str) -> list[str]:
-    """The text of each comment in a code cell, without its ``#``."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    python = TransformerManager().transform_cell(source)
+    """The text of each comment in a code cell (a written script's too), without its ``#``."""
     found = []
-    for t in tokenize.generate_tokens(io.StringIO(python).readline):
+    for t in tokenize.generate_tokens(io.StringIO(as_python(source)[-1]).readline):
         if t.type == tokenize.COMMENT:
             found.append(t.string.lstrip("#").strip())
     return found
@@ -176,7 +186,9 @@ def prose_units(text: str) -> list[str]:
     text = re.sub(r"https?://\S+", " ", text)
     text = re.sub(r"<[^>]+>", " ", text)
     text = re.sub(r"\$[^$\n]+\$", " ", text)
-    text = re.sub(r"《[^》]*》", " ", text)  # a title quoted as it is: 《Learning Multiple Layers...》
+    text = re.sub(
+        r"《[^》]*》", " ", text
+    )  # a title quoted as it is: 《Learning Multiple Layers...》
     units: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
         current: list[str] = []

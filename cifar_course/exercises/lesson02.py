@@ -3,6 +3,7 @@ the key names of nn_seq.py in the lecture's repository."""
 
 from __future__ import annotations
 
+import builtins
 import io
 import os
 import pickle
@@ -15,6 +16,7 @@ from unittest import mock
 import torch
 from torch import nn
 
+from ..i18n import say
 from ..models import LessonNet, LessonNetSequential, ModernNet
 from . import Exercise, NotYet, ____, describe_error, run_learner, short
 
@@ -39,10 +41,20 @@ def _trained_model() -> nn.Module:
     return model.eval()
 
 
+def _pth(folder: str, stem: str) -> Path:
+    """The file ``folder/stem.pth``."""
+    return Path(folder) / f"{stem}.pth"
+
+
 def _state_dict_in(saved: Any, keys: list[str]) -> dict[str, Any]:
     """The state_dict in what the file held: the dict itself, or one inside a checkpoint dict."""
     if not isinstance(saved, dict):
-        raise NotYet(f"the file holds a {type(saved).__name__}; save the dict model.state_dict().")
+        raise NotYet(
+            say(
+                f"the file holds a {type(saved).__name__}; save the dict model.state_dict().",
+                f"文件里存的是一个 {type(saved).__name__}；请保存字典 model.state_dict()。",
+            )
+        )
     if all(k in saved for k in keys):
         return saved
     for value in saved.values():  # a checkpoint such as {"model": state_dict, "epoch": 3}
@@ -51,13 +63,23 @@ def _state_dict_in(saved: Any, keys: list[str]) -> dict[str, Any]:
     if not any(k in saved for k in keys):
         names = ", ".join(repr(k) for k in list(saved)[:4])
         raise NotYet(
-            f"the file holds a dict with keys {names}, but no state_dict: save model.state_dict()."
+            say(
+                f"the file holds a dict with keys {names}, but no state_dict: "
+                "save model.state_dict().",
+                f"文件里存的是一个键为 {names} 的字典，但里面没有 state_dict："
+                "请保存 model.state_dict()。",
+            )
         )
     missing = [k for k in keys if k not in saved]
     missing.sort(key=lambda k: "running_mean" not in k)  # name a BatchNorm statistic first
     raise NotYet(
-        f"the file lacks {len(missing)} entries of the state_dict, such as {missing[0]}: "
-        "save model.state_dict(), which holds the BatchNorm statistics as well as the parameters."
+        say(
+            f"the file lacks {len(missing)} entries of the state_dict, such as {missing[0]}: "
+            "save model.state_dict(), which holds the BatchNorm statistics as well as the "
+            "parameters.",
+            f"文件缺少 state_dict 中的 {len(missing)} 项，例如 {missing[0]}："
+            "请保存 model.state_dict()，它除了参数，还包含批量规范化（BatchNorm）的统计量。",
+        )
     )
 
 
@@ -105,56 +127,88 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
         return real_open(file, mode, *args, **kwargs)
 
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model_state.pth"
+        path = _pth(folder, "model_state")
         with (
             mock.patch.object(torch, "load", recording_load),
             mock.patch.object(torch.serialization, "load", recording_load),
-            mock.patch("builtins.open", recording_open),
+            mock.patch.object(builtins, "open", recording_open),
             mock.patch.object(io, "open", recording_open),
         ):
             loaded = run_learner("save_and_reload", save_and_reload, model, fresh_model, path)
         if loaded is model:
             raise NotYet(
-                "you returned the model you were given; build a fresh one with make_model() and "
-                "load the file into it."
+                say(
+                    "you returned the model you were given; build a fresh one with make_model() "
+                    "and load the file into it.",
+                    "你返回的是传给你的那个模型；请用 make_model() 构建一个新模型，"
+                    "再把文件加载进去。",
+                )
             )
         if not isinstance(loaded, nn.Module):
             raise NotYet(
-                "save_and_reload should return the reloaded model; it returned "
-                f"{type(loaded).__name__}."
+                say(
+                    "save_and_reload should return the reloaded model; it returned "
+                    f"{type(loaded).__name__}.",
+                    f"save_and_reload 应当返回重新加载的模型；它返回的是 {type(loaded).__name__}。",
+                )
             )
         if not path.is_file():
-            raise NotYet(f"nothing was saved at the path you were given ({path.name}).")
+            raise NotYet(
+                say(
+                    f"nothing was saved at the path you were given ({path.name}).",
+                    f"传给你的路径（{path.name}）上没有保存任何东西。",
+                )
+            )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a file from pickle.dump warns of its protocol
                 saved = real_load(path, weights_only=True)
         except pickle.UnpicklingError:
             raise NotYet(
-                "torch.load(path, weights_only=True) refuses the file: it was not written by "
-                "torch.save from tensors alone (a whole model is refused too). Save "
-                "model.state_dict() with torch.save."
+                say(
+                    "torch.load(path, weights_only=True) refuses the file: it was not written by "
+                    "torch.save from tensors alone (a whole model is refused too). Save "
+                    "model.state_dict() with torch.save.",
+                    "torch.load(path, weights_only=True) 拒绝读取这个文件：它不是 torch.save "
+                    "只用张量写出的（整个模型同样会被拒绝）。请用 torch.save 保存 "
+                    "model.state_dict()。",
+                )
             ) from None
         except Exception as exc:
             raise NotYet(
-                "torch.load(path, weights_only=True) cannot read the file "
-                f"({describe_error(exc)}): write it with torch.save."
+                say(
+                    "torch.load(path, weights_only=True) cannot read the file "
+                    f"({describe_error(exc)}): write it with torch.save.",
+                    "torch.load(path, weights_only=True) 无法读取这个文件"
+                    f"（{describe_error(exc)}）：请用 torch.save 写出它。",
+                )
             ) from None
     _state_dict_in(saved, list(model.state_dict()))
     if not any(loaded is m for m in made):
         raise NotYet(
-            "the model you return was not built by make_model(): make the new model with it, "
-            "then load the file into that model."
+            say(
+                "the model you return was not built by make_model(): make the new model with it, "
+                "then load the file into that model.",
+                "你返回的模型不是 make_model() 构建的：请用它构建新模型，"
+                "再把文件加载到这个模型中。",
+            )
         )
     if str(path.resolve()) not in reads:
         raise NotYet(
-            "the new model never read the file: load it back with torch.load(path, "
-            "weights_only=True)."
+            say(
+                "the new model never read the file: load it back with torch.load(path, "
+                "weights_only=True).",
+                "新模型从没读取过这个文件：请用 torch.load(path, weights_only=True) 把它读回来。",
+            )
         )
     if given and not any(ids and ids <= from_file for ids in given):
         raise NotYet(
-            "the new model's load_state_dict was given other tensors than the file's (the "
-            "model you were given, perhaps): load what torch.load read from the file."
+            say(
+                "the new model's load_state_dict was given other tensors than the file's (the "
+                "model you were given, perhaps): load what torch.load read from the file.",
+                "传给新模型的 load_state_dict 的不是文件中的张量（也许是传给你的那个模型的张量）："
+                "请加载 torch.load 从文件中读出的内容。",
+            )
         )
     loaded.eval()
     with torch.no_grad():
@@ -162,10 +216,18 @@ def _check_save_and_reload(save_and_reload: Any) -> str:
     if not torch.equal(got, expected):
         difference = (got - expected).abs().max().item()
         raise NotYet(
-            f"the reloaded model's outputs differ from the original's by up to {difference:.3g}: "
-            "did you load the file into the new model with load_state_dict?"
+            say(
+                f"the reloaded model's outputs differ from the original's by up to "
+                f"{difference:.3g}: did you load the file into the new model with "
+                "load_state_dict?",
+                f"重新加载的模型的输出与原模型的输出最多相差 {difference:.3g}："
+                "你用 load_state_dict 把文件加载到新模型中了吗？",
+            )
         )
-    return "the file is a state_dict, and the reloaded model gives exactly the original's outputs."
+    return say(
+        "the file is a state_dict, and the reloaded model gives exactly the original's outputs.",
+        "文件是一个 state_dict，重新加载的模型给出的输出与原模型的完全相同。",
+    )
 
 
 _TRIPPED: list[str] = []
@@ -181,7 +243,7 @@ class _Payload:
     """An object whose unpickling calls ``_trip``, as a hostile file would call anything."""
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (_trip, ("code from the file ran",))
+        return (_trip, (say("code from the file ran", "文件里的代码运行了"),))
 
 
 def _classes_of_a_whole_model() -> set[str]:
@@ -189,7 +251,7 @@ def _classes_of_a_whole_model() -> set[str]:
     them from such a file with ``get_unsafe_globals_in_checkpoint``. That function leaves out
     what the session's allow-list holds: the caller empties the list first."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "whole_model.pth"
+        path = _pth(folder, "whole_model")
         torch.save(LessonNetSequential(), path)
         return set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
 
@@ -225,18 +287,23 @@ def _check_load_whole_model(load_whole_model: Any) -> str:
             if len(kept) == len(fresh) or "Unsupported global" not in str(not_yet):
                 raise
             _allow(kept)  # the session's own list, where an earlier cell allowed the classes
-            return _load_whole_model_cases(load_whole_model) + (
+            return _load_whole_model_cases(load_whole_model) + say(
                 " Note: it works only because add_safe_globals, outside the function, allowed "
                 "the model's classes for the whole session; with "
-                "`with torch.serialization.safe_globals([...]):` inside it, it works on its own."
+                "`with torch.serialization.safe_globals([...]):` inside it, it works on its own.",
+                "注意：它能通过，只是因为函数外面的 add_safe_globals 在整个会话中允许了模型的类；"
+                "在函数里面使用 `with torch.serialization.safe_globals([...]):`，"
+                "它就能独立运行。",
             )
         added = set(torch.serialization.get_safe_globals()) - set(fresh)
     finally:
         _allow(kept)
     if added:
-        verdict += (
+        verdict += say(
             " Note: add_safe_globals allows those classes for every later load of this session; "
-            "`with torch.serialization.safe_globals([...]):` allows them for this one only."
+            "`with torch.serialization.safe_globals([...]):` allows them for this one only.",
+            "注意：add_safe_globals 会在本次会话此后的每一次加载中都允许这些类；"
+            "`with torch.serialization.safe_globals([...]):` 只在这一次加载中允许它们。",
         )
     return verdict
 
@@ -246,18 +313,27 @@ def _load_whole_model_cases(load_whole_model: Any) -> str:
     model = LessonNetSequential().eval()
     x = torch.rand(4, 3, 32, 32)
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "whole_model.pth"
+        path = _pth(folder, "whole_model")
         torch.save(model, path)
         loaded = run_learner("load_whole_model", load_whole_model, path)
         if not isinstance(loaded, LessonNetSequential):
             raise NotYet(
-                f"load_whole_model returned {type(loaded).__name__}; the file holds a whole "
-                "LessonNetSequential."
+                say(
+                    f"load_whole_model returned {type(loaded).__name__}; the file holds a whole "
+                    "LessonNetSequential.",
+                    f"load_whole_model 返回了 {type(loaded).__name__}；"
+                    "文件中存的是一个完整的 LessonNetSequential。",
+                )
             )
         if not torch.equal(loaded(x), model(x)):
-            raise NotYet("the loaded model's outputs differ from the saved model's.")
+            raise NotYet(
+                say(
+                    "the loaded model's outputs differ from the saved model's.",
+                    "加载得到的模型的输出与保存的模型的输出不同。",
+                )
+            )
 
-        hostile = Path(folder) / "hostile.pth"
+        hostile = _pth(folder, "hostile")
         torch.save({"model": model, "extra": _Payload()}, hostile)
         _TRIPPED.clear()
         try:
@@ -268,19 +344,30 @@ def _load_whole_model_cases(load_whole_model: Any) -> str:
             refused = ""
         if _TRIPPED:
             raise NotYet(
-                "loading a file ran a function that the file asked for. Either your function "
-                "uses weights_only=False (or falls back to it), or its allow-list holds more than "
-                "the model's classes: get_unsafe_globals_in_checkpoint lists a hostile file's "
-                "function too. Allow only the classes a LessonNetSequential is made of."
+                say(
+                    "loading a file ran a function that the file asked for. Either your function "
+                    "uses weights_only=False (or falls back to it), or its allow-list holds more "
+                    "than the model's classes: get_unsafe_globals_in_checkpoint lists a hostile "
+                    "file's function too. Allow only the classes a LessonNetSequential is made of.",
+                    "加载文件时运行了文件要求运行的函数。要么你的函数使用了 weights_only=False"
+                    "（或者在出错后退回到它），要么它的允许列表里不只有模型的类："
+                    "get_unsafe_globals_in_checkpoint 也会列出恶意文件里的函数。"
+                    "请只允许构成 LessonNetSequential 的那些类。",
+                )
             )
         if not refused:
             raise NotYet(
-                "for a file that asks to run a function, your function returned instead of "
-                "raising: let torch.load's error through, so that the caller knows."
+                say(
+                    "for a file that asks to run a function, your function returned instead of "
+                    "raising: let torch.load's error through, so that the caller knows.",
+                    "对于要求运行函数的文件，你的函数正常返回了，而没有抛出错误："
+                    "请让 torch.load 的错误传出去，好让调用者知道。",
+                )
             )
-    return (
+    return say(
         "the whole model loads with weights_only=True, and a file that asks to run a function is "
-        f"refused with {refused}."
+        f"refused with {refused}.",
+        f"整个模型可以用 weights_only=True 加载，而要求运行函数的文件会被拒绝，抛出 {refused}。",
     )
 
 
@@ -297,34 +384,56 @@ def _check_to_course_keys(to_course_keys: Any) -> str:
     keys = list(lecture_state)
     renamed = run_learner("to_course_keys", to_course_keys, dict(lecture_state))
     if not isinstance(renamed, dict):
-        raise NotYet(f"to_course_keys should return a dict; it returned {type(renamed).__name__}.")
+        raise NotYet(
+            say(
+                f"to_course_keys should return a dict; it returned {type(renamed).__name__}.",
+                f"to_course_keys 应当返回一个字典；它返回的是 {type(renamed).__name__}。",
+            )
+        )
     net = LessonNet()
     expected_keys = list(net.state_dict())
     wrong = [k for k in renamed if k not in expected_keys]
     if wrong:
         raise NotYet(
-            f"LessonNet has no key {wrong[0]!r}; its keys are {expected_keys[0]!r} ... "
-            f"{expected_keys[-1]!r}."
+            say(
+                f"LessonNet has no key {wrong[0]!r}; its keys are {expected_keys[0]!r} ... "
+                f"{expected_keys[-1]!r}.",
+                f"LessonNet 没有键 {wrong[0]!r}；它的键是 {expected_keys[0]!r} …… "
+                f"{expected_keys[-1]!r}。",
+            )
         )
     missing = [k for k in expected_keys if k not in renamed]
     if missing:
         raise NotYet(
-            f"the result lacks {missing[0]!r} ({len(missing)} of LessonNet's keys are missing)."
+            say(
+                f"the result lacks {missing[0]!r} ({len(missing)} of LessonNet's keys are "
+                "missing).",
+                f"结果中缺少 {missing[0]!r}（LessonNet 的键一共缺了 {len(missing)} 个）。",
+            )
         )
     for key, value in renamed.items():
         if not isinstance(value, torch.Tensor):
-            raise NotYet(f"under {key!r} you put {short(value)}; keep the lecture's tensors.")
+            raise NotYet(
+                say(
+                    f"under {key!r} you put {short(value)}; keep the lecture's tensors.",
+                    f"你在 {key!r} 下放的是 {short(value)}；请保留讲义的张量。",
+                )
+            )
         if value.is_meta:
             raise NotYet(
-                f"the tensor under {key!r} is on the meta device: it has a shape but no values. "
-                "Keep the lecture's tensors themselves."
+                say(
+                    f"the tensor under {key!r} is on the meta device: it has a shape but no "
+                    "values. Keep the lecture's tensors themselves.",
+                    f"{key!r} 下的张量在 meta 设备上：它只有形状，没有数值。请保留讲义的张量本身。",
+                )
             )
     try:
         net.load_state_dict(renamed)
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
         sizes = [line for line in lines if "size mismatch" in line]
-        raise NotYet((sizes or lines or [describe_error(exc)])[0]) from None
+        first = (sizes or lines or [describe_error(exc)])[0]
+        raise NotYet(say(first, f"LessonNet 的 load_state_dict 报错：{first}")) from None
     kept = {id(t) for t in lecture_state.values()}
     lecture_values = list(lecture_state.values())
     wrong_values = [
@@ -335,62 +444,111 @@ def _check_to_course_keys(to_course_keys: Any) -> str:
     ]
     if wrong_values:
         raise NotYet(
-            f"the names are right, but the tensor under {wrong_values[0]!r} is none of the "
-            "lecture's: keep each tensor as it is and change only its name."
+            say(
+                f"the names are right, but the tensor under {wrong_values[0]!r} is none of the "
+                "lecture's: keep each tensor as it is and change only its name.",
+                f"名字是对的，但 {wrong_values[0]!r} 下的张量不是讲义的任何一个张量："
+                "请保持每个张量不变，只改它的名字。",
+            )
         )
     x = torch.rand(4, 3, 32, 32)
     if not torch.equal(net.eval()(x), lecture(x)):
         raise NotYet(
-            "LessonNet loads your dict, but its outputs differ: are tensors under the wrong names?"
+            say(
+                "LessonNet loads your dict, but its outputs differ: are tensors under the wrong "
+                "names?",
+                "LessonNet 能加载你的字典，但输出不同：是不是有张量放在了错误的名字下？",
+            )
         )
-    return (
+    return say(
         f"all {len(keys)} tensors land in LessonNet, which then computes what the lecture's net "
-        "did."
+        "did.",
+        f"全部 {len(keys)} 个张量都进入了 LessonNet，它算出的结果与讲义的网络相同。",
     )
 
 
 q1 = Exercise(
-    "q1: a state_dict round trip",
+    ("q1: a state_dict round trip", "q1：state_dict 的保存与读回"),
     _check_save_and_reload,
-    hint="""
+    hint=(
+        """
         Method 2 saves model.state_dict(), not the model. Reading it back takes two steps: a
         fresh model from make_model(), then load_state_dict with what torch.load returns.
-    """,
-    solution="""
+        """,
+        "方式2 保存的是 model.state_dict()，而不是模型。把它读回来需要两步："
+        "先用 make_model() 构建一个新模型，再把 torch.load 返回的内容交给 load_state_dict。",
+    ),
+    solution=(
+        """
         def save_and_reload(model, make_model, path):
             torch.save(model.state_dict(), path)
             new_model = make_model()
             new_model.load_state_dict(torch.load(path, weights_only=True))
             return new_model
-    """,
+        """,
+        """
+        def save_and_reload(model, make_model, path):
+            torch.save(model.state_dict(), path)
+            new_model = make_model()
+            new_model.load_state_dict(torch.load(path, weights_only=True))
+            return new_model
+        """,
+    ),
 )
 
 q2 = Exercise(
-    "q2: a whole model, loaded safely",
+    ("q2: a whole model, loaded safely", "q2：安全地加载整个模型"),
     _check_load_whole_model,
-    hint="""
+    hint=(
+        """
         Keep weights_only=True (the default since PyTorch 2.6) and list the classes inside
         `with torch.serialization.safe_globals([...]):`. torch.serialization.
         get_unsafe_globals_in_checkpoint(path) tells you which ones the file needs.
-    """,
-    solution="""
+        """,
+        "保留 weights_only=True（自 PyTorch 2.6 起的默认值），并在 "
+        "`with torch.serialization.safe_globals([...]):` 里列出所需的类。"
+        "torch.serialization.get_unsafe_globals_in_checkpoint(path) 会告诉你文件需要哪些类。",
+    ),
+    solution=(
+        """
         def load_whole_model(path):
             layers = [nn.Sequential, nn.Conv2d, nn.MaxPool2d, nn.Flatten, nn.Linear]
             with torch.serialization.safe_globals([LessonNetSequential, *layers]):
                 return torch.load(path, weights_only=True)
-    """,
+        """,
+        """
+        def load_whole_model(path):
+            layers = [nn.Sequential, nn.Conv2d, nn.MaxPool2d, nn.Flatten, nn.Linear]
+            with torch.serialization.safe_globals([LessonNetSequential, *layers]):
+                return torch.load(path, weights_only=True)
+        """,
+    ),
 )
 
 q3 = Exercise(
-    "q3: the key names of nn_seq.py in the lecture's repository",
+    (
+        "q3: the key names of nn_seq.py in the lecture's repository",
+        "q3：讲义代码仓库中 nn_seq.py 的键名",
+    ),
     _check_to_course_keys,
-    hint="""
+    hint=(
+        """
         Both networks hold the same tensors in the same order; only the names differ. Lesson 01
         copied weights between two such networks in one line, with zip.
-    """,
-    solution="""
+        """,
+        "两个网络按相同的顺序存放相同的张量，只有名字不同。"
+        "第 01 课用 zip 只写一行代码，就在两个这样的网络之间复制了权重。",
+    ),
+    solution=(
+        """
         def to_course_keys(lecture_state):
             names = LessonNet().state_dict().keys()
             return dict(zip(names, lecture_state.values()))
-    """,
+        """,
+        """
+        def to_course_keys(lecture_state):
+            names = LessonNet().state_dict().keys()
+            return dict(zip(names, lecture_state.values()))
+        """,
+    ),
 )
