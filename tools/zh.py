@@ -217,6 +217,34 @@ def untranslated(text: str) -> list[str]:
     return found
 
 
+WIDE = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"  # Chinese characters and punctuation
+BLOCK_START = re.compile(r"\s*([-*+]\s|\d+[.)]\s|#|\||>|```|<|$)")
+
+
+def join_chinese_lines(text: str) -> str:
+    """``text`` with each line break between two Chinese characters removed: markdown shows a
+    break inside a paragraph as a space, which Chinese does not put between its characters.
+    Code blocks, and lines that start a list item, heading, table row, quote or tag, stay."""
+    lines = text.split("\n")
+    out: list[str] = []
+    fenced = False
+    for line in lines:
+        starts_block = BLOCK_START.match(line)
+        if (
+            out
+            and not fenced
+            and not starts_block
+            and re.search(f"[{WIDE}]$", out[-1])
+            and re.match(f"\\s*[{WIDE}]", line)
+        ):
+            out[-1] += line.lstrip()  # a list item's indented next line too
+        else:
+            out.append(line)
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Links: from the Chinese notebook's folder
 
@@ -546,6 +574,11 @@ def problems(chinese: Path) -> list[str]:
             left = untranslated(zh_cell.source)
             if left:
                 found.append(f"{where}: not translated: {left[0][:100]}")
+            if join_chinese_lines(zh_cell.source) != zh_cell.source:
+                found.append(
+                    f"{where}: a line break between Chinese characters shows as a space "
+                    "(import the cell again: tools/zh.py joins such lines)"
+                )
             else:
                 found += terms_missing(en_cell.source, zh_cell.source, where)
                 found += numbers_missing(en_cell.source, zh_cell.source, where)
@@ -645,7 +678,7 @@ def import_text(text: str) -> list[str]:
                 refused.append(f"{notebook}, cell {cell_id}: the code changed, not only comments")
                 continue
             if kind == "markdown":
-                body = localize_links(body, english, chinese)
+                body = join_chinese_lines(localize_links(body, english, chinese))
             cells[cell_id].source = body
             mark(cells[cell_id], source)
         nbformat.write(zh, chinese)

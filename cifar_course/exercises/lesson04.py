@@ -316,7 +316,7 @@ def _time_op_once(time_op: Any, warmup: int, repeats: int) -> tuple[float, float
             say(
                 f"with {counts} you measured {ms:.2f} ms per call; each call's work takes "
                 f"{work_ms:.0f} ms. Divide the time of the timed calls by their number, repeats.",
-                f"在 {counts} 时，你测得每次调用 {ms:.2f} ms；而每次调用的工作只需 "
+                f"在 {counts} 时，你测得每次调用 {ms:.2f} ms；而每次调用的工作需要 "
                 f"{work_ms:.0f} ms。请把计时调用的总时间除以它们的次数 repeats。",
             )
         )
@@ -336,7 +336,7 @@ def _machines() -> list[tuple[str, int, bool, bool, str]]:
         (
             say(
                 "no usable GPU, with a PyTorch built for Apple GPUs",
-                "没有可用的 GPU、但安装了为 Apple GPU 构建的 PyTorch",
+                "没有可用的 GPU，却安装了为 Apple GPU 构建的 PyTorch",
             ),
             0,
             False,

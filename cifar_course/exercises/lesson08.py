@@ -189,7 +189,7 @@ def _check_whitening(whitening_filters: Any) -> str:
                 "eigenvalue before the square root, so that nearly empty directions are not "
                 "blown up.",
                 "eps=0.01 时你的输出方差仍然恰好是 1：在开平方之前给每个特征值加上 eps，"
-                "这样几乎为空的方向就不会被放大。",
+                "这样几乎为空的方向就不会被过度放大。",
             )
         )
     if not torch.allclose(variances, expected, rtol=1e-3, atol=1e-6):
