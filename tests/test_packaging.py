@@ -79,6 +79,7 @@ def test_collecting_the_tests_neither_downloads_nor_writes(tmp_path):
     )
     shutil.copy(ROOT / "pyproject.toml", checkout)
     (checkout / "notebooks").symlink_to(ROOT / "notebooks")  # the tests made for each notebook
+    (checkout / "tools").symlink_to(ROOT / "tools")  # tests/test_zh.py reads tools/zh.py
     before = sorted(p.relative_to(checkout) for p in checkout.rglob("*"))
     env = {k: v for k, v in os.environ.items() if k != "CIFAR_COURSE_DATA"}
     env = {k: v for k, v in env.items() if not k.startswith("PYTEST_")}  # this run's, not ours
