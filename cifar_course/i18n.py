@@ -18,13 +18,19 @@ _current = "en"
 
 
 def set_language(language: str) -> None:
-    """Answer in ``language``: ``"en"`` (the default) or ``"zh"`` (Simplified Chinese)."""
+    """Answer in ``language``: ``"en"`` (the default) or ``"zh"`` (Simplified Chinese; also
+    written ``"zh-CN"``, ``"zh_CN"`` or ``"zh-Hans"``)."""
     global _current
-    if language not in LANGUAGES:
+    code = str(language).strip().lower().replace("_", "-")
+    code = {"zh-cn": "zh", "zh-hans": "zh", "zh-sg": "zh", "en-us": "en", "en-gb": "en"}.get(
+        code, code
+    )
+    if code not in LANGUAGES:
         raise ValueError(
-            f"set_language({language!r}): the course speaks {' or '.join(map(repr, LANGUAGES))}"
+            f"set_language({language!r}): the course speaks 'en' or 'zh' "
+            "（课程只有英文 'en' 和中文 'zh' 两种语言）"
         )
-    _current = language
+    _current = code
 
 
 def language() -> str:
@@ -32,6 +38,7 @@ def language() -> str:
     return _current
 
 
-def say(english: str, chinese: str) -> str:
-    """The message in the language that is set: ``english``, or ``chinese`` under ``"zh"``."""
-    return chinese if _current == "zh" else english
+def say(english: str, chinese: str, language: str | None = None) -> str:
+    """The message in ``language`` (by default the one that is set): ``english``, or ``chinese``
+    under ``"zh"``."""
+    return chinese if (language or _current) == "zh" else english

@@ -161,9 +161,10 @@ def test_sync_brings_new_code_and_outputs_and_new_cells_in_english(tiny):
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="2\n")]
     nb.cells.append(nbformat.v4.new_markdown_cell("Next, the model is loaded again."))
     nbformat.write(nb, english)
+    new_id = nb.cells[-1].id
     assert zh.problems(chinese) == [
-        "notebooks/zh/01_saving.ipynb: its cells are not the English notebook's (run tools/zh.py "
-        "sync)"
+        "notebooks/zh/01_saving.ipynb: its cells are not the English notebook's "
+        f"(new in English: {new_id}; run tools/zh.py sync)"
     ]
     zh.sync()
     twin = nbformat.read(chinese, as_version=4)
@@ -279,6 +280,7 @@ def test_the_message_guard_catches_a_message_in_one_language(tmp_path, monkeypat
     found = zh.messages_outside_say(module)
     assert [line.split(": ", 1)[1][:40] for line in found] == [
         "the Chinese side holds no Chinese",
+        "a message outside say()",
         "English text outside say(): 'the value  ",
         "English text outside say(): 'x = 1  # th",
     ]
@@ -355,10 +357,25 @@ def test_the_chinese_exercise_notebooks_answer_in_chinese(path):
         cifar_course.set_language("en")
 
 
-def test_set_language_refuses_what_it_does_not_speak():
-    with pytest.raises(ValueError, match="'en' or 'zh'"):
+def test_set_language_takes_the_usual_spellings_and_refuses_what_it_does_not_speak():
+    with pytest.raises(ValueError, match="'en' or 'zh'.*中文"):
         cifar_course.set_language("fr")
     assert cifar_course.language() == "en"
+    try:
+        for spelling in ("zh-CN", "zh_CN", "zh-Hans", "ZH"):
+            cifar_course.set_language("en")
+            cifar_course.set_language(spelling)
+            assert cifar_course.language() == "zh"
+    finally:
+        cifar_course.set_language("en")
+
+
+def test_feedback_keeps_the_language_it_was_checked_in(chinese):
+    from cifar_course.exercises.lesson01 import q4
+
+    feedback = q4.evaluate(lambda c_in, c_out, kernel_size, bias=True: 0)
+    cifar_course.set_language("en")
+    assert str(feedback).startswith("还不对：")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,3 +417,124 @@ def test_the_lectures_words_are_quoted_as_the_note_wrote_them():
                 wrong += zh.quotes_not_in(note, cell.source, f"{name(path)}, cell {cell.id}")
     assert not wrong, "\n".join(wrong)
     assert quotes >= 5  # lessons 02, 03, 04 and 07 quote the note
+
+
+def test_a_code_change_keeps_the_translated_comments_of_the_lines_it_left_alone(tiny):
+    english, chinese = tiny
+    edit(english, 1, source="x = 2  # the first value of the run\nprint(x)")
+    zh.sync()
+    twin = nbformat.read(chinese, as_version=4)
+    assert twin.cells[1].source == "x = 2  # 这次运行的第一个值\nprint(x)"
+    assert zh.problems(chinese) == []
+
+
+def test_a_search_and_replace_over_every_notebook_is_not_a_stale_translation(tiny):
+    """The README's recipe for a fork rewrites the repository's address in every notebook, the
+    English text recorded in the translations too: sync refreshes their hashes."""
+    english, chinese = tiny
+    for path in (english, chinese):
+        path.write_text(path.read_text(encoding="utf-8").replace("1,024", "1,025"))
+    assert "does not match its hash (run sync)" in zh.problems(chinese)[0]
+    zh.sync()
+    assert zh.problems(chinese) == []
+
+
+def test_code_links_and_length_are_kept_by_a_translation(tiny):
+    english, chinese = tiny
+    edit(
+        english,
+        2,
+        source="A checkpoint holds 1,024 numbers; load it with `weights_only=True` "
+        "as [the tutorial](https://pytorch.org/tutorials/) says. It loads on any machine, and "
+        "no code from the file runs.",
+    )
+    good = (
+        "一个检查点保存 1,024 个数；按[教程](https://pytorch.org/tutorials/)所说，"
+        "用 `weights_only=True` 加载它。它在任何机器上都能加载，而且文件里的代码都不会运行。"
+    )
+    edit(chinese, 2, source=good)
+    nb = nbformat.read(chinese, as_version=4)
+    zh.mark(nb.cells[2], nbformat.read(english, as_version=4).cells[2].source)
+    nbformat.write(nb, chinese)
+    assert zh.problems(chinese) == []
+    edit(chinese, 2, source=good.replace("True", "False"))
+    assert "the English has the code `weights_only=True`" in zh.problems(chinese)[0]
+    edit(chinese, 2, source=good.replace("pytorch.org/tutorials/", "example.com/"))
+    assert "the English links to https://pytorch.org/tutorials/" in zh.problems(chinese)[0]
+    edit(
+        chinese,
+        2,
+        source="检查点：`weights_only=True` [教程](https://pytorch.org/tutorials/) 1,024",
+    )
+    assert "is a sentence missing?" in zh.problems(chinese)[0]
+
+
+def test_import_refuses_bad_blocks_and_writes_nothing_then(tiny):
+    english, chinese = tiny
+    before = chinese.read_bytes()
+    nb = nbformat.read(chinese, as_version=4)
+    path = zh.rel(chinese)
+    en_hash = zh.sha(nbformat.read(english, as_version=4).cells[0].source)[:12]
+    head = f"=== {nb.cells[0].id} markdown {path} en={en_hash} ==="
+    fine = f"{head}\n# 第 01 课 · 保存\n\n每轮都保存一次模型。\n"
+    cases = {
+        f"{fine}=== {nb.cells[2].id} markdown {path} ===\n\n": "the block is empty",
+        f"{fine}=== {nb.cells[2].id} markdown {path}\n一个。\n": "looks like a block's first",
+        f"{fine}=== {nb.cells[2].id} markdown notebooks/01_saving.ipynb ===\n一个。\n": (
+            "not a Chinese notebook"
+        ),
+        f"{fine}=== nosuchid markdown {path} ===\n一个。\n": "no markdown cell nosuchid",
+        f"{head.replace('en=', 'en=0')}\n每轮。\n": "the English changed since this file",
+        "no block here\n": "the file must start with a === line",
+        "": "the file holds no block",
+    }
+    for text, said in cases.items():
+        try:
+            refused = zh.import_text(text)
+        except zh.Refused as why:
+            refused = [str(why)]
+        assert any(said in line for line in refused), (said, refused)
+        assert chinese.read_bytes() == before  # nothing half-written
+    assert zh.import_text("\ufeff" + fine) == []  # a byte-order mark is no harm
+
+
+def test_the_tool_answers_bad_input_in_one_line(tmp_path, capsys, monkeypatch):
+    for argv in (
+        ["export", str(tmp_path / "missing.ipynb")],
+        ["export", str(zh.english_notebooks()[0])],
+        ["import", str(tmp_path / "missing.txt")],
+    ):
+        monkeypatch.setattr(sys, "argv", ["tools/zh.py", *argv])
+        assert zh.main() == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("tools/zh.py: "), err
+    gbk = tmp_path / "gbk.txt"
+    gbk.write_bytes("=== 翻译 ===".encode("gbk"))
+    monkeypatch.setattr(sys, "argv", ["tools/zh.py", "import", str(gbk)])
+    assert zh.main() == 2 and "not UTF-8" in capsys.readouterr().err
+
+
+def test_the_message_guard_knows_every_way_to_write_a_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(zh, "ROOT", tmp_path)
+    module = tmp_path / "lesson98.py"
+    module.write_text(
+        textwrap.dedent("""
+        def check(a, b):
+            if a:
+                raise NotYet("expected %s got %s" % (a, b))
+            if b:
+                raise NotYet("wrong")
+            raise NotYet(say("right on all cases", "全部正确 but the rest is in English"))
+        def fine(a):
+            raise NotYet(say(english=f"{a} is wrong", chinese=f"{a} 不对"))
+        """)
+    )
+    found = [line.split(": ", 1)[1] for line in zh.messages_outside_say(module)]
+    assert sorted(found) == sorted(
+        [
+            "a message outside say()",
+            "a message outside say()",
+            "the Chinese side is still partly English",
+            "English text outside say(): 'expected %s got %s'",
+        ]
+    ), found

@@ -63,7 +63,8 @@ CHINESE = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]") 
 WORD = re.compile(r"[A-Za-z]{2,}")
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 HTML_LINK = re.compile(r'((?:href|src)=")([^"]+)(")')
-BLOCK = re.compile(r"^=== (\S+) (markdown|code) (\S+) ===$")
+BLOCK = re.compile(r"^=== (\S+) (markdown|code) (\S+)(?: en=([0-9a-f]+))? ===$")
+SHORTEST = 0.8  # Chinese characters per English word below which a sentence looks dropped
 
 
 def english_notebooks() -> list[Path]:
@@ -160,6 +161,18 @@ def is_prose(comment: str) -> bool:
     return False
 
 
+def is_code_put_aside(comment: str) -> bool:
+    """Whether a comment is a line of code to uncomment (``# q1.hint()``,
+    ``# torch.save(model, "m.pth")``): a call of a method or function of a module."""
+    if not re.match(r"[\w.]+\.\w+\(.*\)$", comment):
+        return False
+    try:
+        ast.parse(comment)
+    except SyntaxError:
+        return False
+    return True
+
+
 def same_code(english: str, chinese: str, setup_speaks: bool) -> bool:
     """Whether ``chinese`` is ``english`` with other comments (plus the language switch in a
     Chinese exercise notebook's setup cell)."""
@@ -181,9 +194,10 @@ def prose_units(text: str) -> list[str]:
     text = re.sub(r"```.*?```", " ", text, flags=re.S)
     text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
     text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)
-    text = re.sub(r"``[^`]*``|`[^`\n]*`", " ", text)
+    text = re.sub(r"``.+?``|`[^`\n]*`", " ", text)
     text = re.sub(r"\]\([^)]*\)", "]", text)
     text = re.sub(r"https?://\S+", " ", text)
+    text = re.sub(r"<[^>]*\balt=\"([^\"]*)\"[^>]*>", r" \1 ", text)  # an image's alt text is read
     text = re.sub(r"<[^>]+>", " ", text)
     text = re.sub(r"\$[^$\n]+\$", " ", text)
     text = re.sub(
@@ -203,16 +217,19 @@ def prose_units(text: str) -> list[str]:
     return [u.strip() for u in units if u.strip()]
 
 
-ENGLISH_RUN = re.compile(r"[A-Za-z][A-Za-z']*(?:[ ,;:()-]+[A-Za-z][A-Za-z']*){5,}")
+ENGLISH_RUN = re.compile(r"[A-Za-z][A-Za-z']+(?:[ ,;:()-]+[A-Za-z][A-Za-z']+){3,}")
 
 
 def untranslated(text: str) -> list[str]:
     """The units of a Chinese cell that are still English: four English words or more with fewer
-    Chinese characters than half of them, or six English words in a row."""
+    Chinese characters than half of them, four English words in a row, or a heading of two
+    English words or more and no Chinese."""
     found = []
     for unit in prose_units(text):
         words = len(WORD.findall(unit))
-        if (words >= 4 and 2 * len(CJK.findall(unit)) < words) or ENGLISH_RUN.search(unit):
+        chinese = len(CJK.findall(unit))
+        heading = unit.lstrip().startswith("#") and words >= 2 and not chinese
+        if (words >= 4 and 2 * chinese < words) or ENGLISH_RUN.search(unit) or heading:
             found.append(unit)
     return found
 
@@ -314,7 +331,8 @@ def avoided(text: str, where: str) -> list[str]:
         f"{where}: writes {bad!r}; the glossary (notebooks/zh/TERMS.md) says {'/'.join(zh)}"
         for _, zh, avoid, _ in load_terms()
         for bad in avoid
-        if bad in text
+        # 方式一 is a numbering to avoid; 方式一样 ("in the same way") is another word
+        if re.search(re.escape(bad) + ("(?![一-鿿])" if bad[-1] in "一二" else ""), text)
     ]
 
 
@@ -358,18 +376,54 @@ def numbers_missing(english: str, chinese: str, where: str) -> list[str]:
     ]
 
 
+BOUNDARY = set("，。：；！？、“”‘’「」（）()[]【】《》,.:;!?'\"`#*>-=|/①②③④⑤⑥⑦⑧⑨⑩") | {""}
+
+
+def in_the_note(note: str, quote: str) -> bool:
+    """Whether ``quote`` is a whole piece of one line of the note: it starts and ends where the
+    note's words do (at a line's ends or at punctuation), so that 「保存方式1所占的内存小」 is not
+    taken from 「一般保存方式2比保存方式1所占的内存小」, which says the opposite."""
+    quote = re.sub(r"\s+", "", quote)
+    if len(CJK.findall(quote)) < 2:
+        return False
+    for line in note.splitlines():
+        line = re.sub(r"\s+", "", line)
+        start = line.find(quote)
+        while start != -1:
+            before = line[start - 1 : start] if start else ""
+            after = line[start + len(quote) : start + len(quote) + 1]
+            if (before in BOUNDARY or quote[0] in BOUNDARY) and (
+                after in BOUNDARY or quote[-1] in BOUNDARY
+            ):
+                return True
+            start = line.find(quote, start + 1)
+    return False
+
+
 def quotes_not_in(note: str, text: str, where: str) -> list[str]:
-    """A line for each 「quote」 that is not the lecture note's own words."""
-    flat = re.sub(r"\s+", "", note)
+    """A line for each 「quote」 that is not a whole piece of the lecture note's own words."""
     return [
-        f"{where}: 「{quote}」 is not in the lecture note word for word"
+        f"{where}: 「{quote}」 is not in the lecture note word for word (a whole phrase of it)"
         for quote in re.findall(r"「([^」]*)」", text)
-        if re.sub(r"\s+", "", quote) not in flat
+        if not in_the_note(note, quote)
     ]
 
 
 # ---------------------------------------------------------------------------------------------
 # The exercises' messages: English and Chinese side by side
+
+
+SHOWN = ("NotYet", "Feedback")  # what a learner reads: their text goes through say()
+
+
+def constant_text(node: ast.AST) -> str:
+    """The literal text of a string or f-string node, its placeholders left out."""
+    if isinstance(node, ast.BinOp):  # "expected %s, got %s" % (a, b)
+        return constant_text(node.left)
+    parts = [node] if isinstance(node, ast.Constant) else getattr(node, "values", [])
+    return " ".join(
+        p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)
+    )
 
 
 def messages_outside_say(path: Path) -> list[str]:
@@ -398,8 +452,17 @@ def messages_outside_say(path: Path) -> list[str]:
             allowed.update(id(n) for n in texts(node))
         pairs: list[tuple[ast.AST, ast.AST]] = []
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "say":
-            if len(node.args) == 2:
-                pairs.append((node.args[0], node.args[1]))
+            given = {k.arg: k.value for k in node.keywords}
+            sides = [*node.args[:2], given.get("english"), given.get("chinese")]
+            sides = [side for side in sides if side is not None]
+            if len(sides) == 2:
+                pairs.append((sides[0], sides[1]))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in SHOWN:
+            for arg in node.args:  # what a learner reads, whatever its words
+                if isinstance(arg, ast.JoinedStr) or (
+                    isinstance(arg, ast.Constant | ast.BinOp) and constant_text(arg) != ""
+                ):
+                    found.append(f"{name}:{node.lineno}: a message outside say()")
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Exercise":
             given = list(node.args) + [
                 k.value for k in node.keywords if k.arg != "solution"
@@ -416,6 +479,8 @@ def messages_outside_say(path: Path) -> list[str]:
             allowed.update(id(n) for n in texts(english) + texts(chinese))
             if not has_chinese(chinese):
                 found.append(f"{name}:{english.lineno}: the Chinese side holds no Chinese")
+            elif untranslated(" ".join(constant_text(n) for n in texts(chinese))):
+                found.append(f"{name}:{english.lineno}: the Chinese side is still partly English")
         if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Module) and node.body:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
@@ -431,17 +496,18 @@ def messages_outside_say(path: Path) -> list[str]:
             continue
         if not isinstance(node, ast.Constant | ast.JoinedStr):
             continue
-        parts = [node] if isinstance(node, ast.Constant) else node.values
-        text = " ".join(
-            p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)
-        )
-        if re.search(r"[A-Za-z]{2,}[,;:.]?\s+[A-Za-z]{2,}", text):  # words, not a file name
+        text = constant_text(node)
+        if re.search(r"[A-Za-z]{2,}[,;:.]?(?:\s+%\w)*\s+[A-Za-z]{2,}", text):  # not a file name
             found.append(f"{name}:{node.lineno}: English text outside say(): {text.strip()[:70]!r}")
     return found
 
 
 # ---------------------------------------------------------------------------------------------
 # Sync, status
+
+
+class Refused(Exception):
+    """Bad input to the tool: the one line that says what to do."""
 
 
 def translation(cell: nbformat.NotebookNode) -> dict | None:
@@ -460,6 +526,7 @@ def needs_translation(cell: nbformat.NotebookNode) -> bool:
 
 
 CHECK = re.compile(r"^(q\d)\.check\((.*)\)$")
+DECIMAL = re.compile(r"\d+\.\d+")  # a measured time in a check's line: 4.01 ms
 
 
 def is_solutions(english: Path) -> bool:
@@ -494,9 +561,28 @@ def check_outputs_in_chinese(nb: nbformat.NotebookNode) -> dict[str, list]:
     return outputs
 
 
+def carry_comments(english: str, recorded: str, translated: str) -> str:
+    """New English code with the translations of its comments that it shares with the English the
+    translation was made from (``recorded``, translated as ``translated``): a code change keeps
+    the translated comments of the lines it left alone."""
+    old, new = comments(recorded), comments(translated)
+    if len(old) != len(new):
+        return english
+    chinese = dict(zip(old, new, strict=True))
+    lines = []
+    for line in english.split("\n"):
+        for text, zh_text in chinese.items():
+            if text and line.rstrip().endswith("# " + text):
+                line = line.rstrip()[: -len(text)] + zh_text
+                break
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def sync_one(english: Path) -> nbformat.NotebookNode:
     """The Chinese twin of ``english`` rebuilt: its code and outputs from the English notebook,
-    its translations kept (cells matched by id). A cell new in English comes in English."""
+    its translations kept (cells matched by id). A cell new in English comes in English; a
+    changed code cell keeps the translated comments of its unchanged lines."""
     en = nbformat.read(english, as_version=4)
     chinese = zh_path(english)
     old = nbformat.read(chinese, as_version=4) if chinese.exists() else None
@@ -507,25 +593,39 @@ def sync_one(english: Path) -> nbformat.NotebookNode:
         new = nbformat.from_dict(cell)
         new.metadata = nbformat.from_dict(dict(cell.metadata))
         before = old_cells.get(cell.id)
-        if before is not None and before.cell_type == cell.cell_type and translation(before):
-            if cell.cell_type == "markdown":
-                new.source = localize_links(before.source, english, chinese)
-                new.metadata["translation"] = translation(before)
-            elif cell.cell_type == "code" and same_code(
-                cell.source, before.source, speaks and is_setup(cell)
-            ):
+        done = translation(before) if before is not None else None
+        if done and done["en"] == cell.source and done["en_sha1"] != sha(cell.source):
+            done = {"en_sha1": sha(cell.source), "en": cell.source}  # a search-and-replace
+        setup = speaks and is_setup(cell)
+        if done and before.cell_type == cell.cell_type == "markdown":
+            new.source = localize_links(before.source, english, chinese)
+            new.metadata["translation"] = done
+        elif done and before.cell_type == cell.cell_type == "code":
+            if same_code(cell.source, before.source, setup):
                 new.source = before.source
-                new.metadata["translation"] = translation(before)
+                new.metadata["translation"] = done
+            else:  # the code changed: keep what can be kept, and translate the rest again
+                extra = LANGUAGE_LINES if setup else ""
+                new.source = carry_comments(cell.source, done["en"], before.source) + extra
+                if not any(is_prose(c) for c in comments(new.source)):
+                    mark(new, cell.source)
         if "translation" not in new.metadata:
             if cell.cell_type == "markdown":
                 new.source = localize_links(cell.source, english, chinese)
-            if speaks and is_setup(cell):
+            if setup and not new.source.endswith(LANGUAGE_LINES):
                 new.source = cell.source + LANGUAGE_LINES
         cells.append(new)
     en.cells = cells
     if is_solutions(english):
         for cell_id, outputs in check_outputs_in_chinese(en).items():
-            next(c for c in en.cells if c.id == cell_id).outputs = outputs
+            cell = next(c for c in en.cells if c.id == cell_id)
+            kept = old_cells.get(cell_id)
+            text = "".join(o.get("text", "") for o in outputs)
+            if kept is not None and DECIMAL.sub("#", text) == DECIMAL.sub(
+                "#", "".join(o.get("text", "") for o in kept.get("outputs", []))
+            ):
+                outputs = kept.outputs  # the same line, a timing's digits aside: unchanged
+            cell.outputs = outputs
     return en
 
 
@@ -538,6 +638,50 @@ def sync() -> None:
         nbformat.write(sync_one(english), zh_path(english))
 
 
+def diff_of(before: str, after: str) -> str:
+    lines = difflib.unified_diff(
+        before.splitlines(), after.splitlines(), "translated", "now", lineterm=""
+    )
+    return "\n".join(list(lines)[2:])
+
+
+FENCE = re.compile(r"```.*?```", re.S)
+CODE_SPAN = re.compile(r"``[^`]+``|`[^`]+`")
+# Code spans that are the checks' words, which the Chinese checks print in Chinese.
+TRANSLATED_SPANS = {"`Correct: ...`": "`正确：...`", "`Not yet: ...`": "`还不对：...`"}
+
+
+def kept_as_is(english: str, chinese: str, en_path_: Path, zh_path_: Path) -> list[str]:
+    """What a translation must carry over unchanged: code blocks (their comments aside), code
+    spans, link and image addresses (pointed from the Chinese folder). Each one missing, as a
+    line."""
+    found = []
+
+    def without_comments(block: str) -> str:
+        return "\n".join(re.sub(r"\s*#.*$", "", line) for line in block.splitlines())
+
+    en_blocks = [without_comments(b) for b in FENCE.findall(english)]
+    zh_blocks = [without_comments(b) for b in FENCE.findall(chinese)]
+    if en_blocks != zh_blocks:
+        found.append("a code block differs from the English (beyond its comments)")
+    en_text, zh_text = FENCE.sub(" ", english), FENCE.sub(" ", chinese)
+
+    def spans(text: str) -> list[str]:
+        found = [" ".join(span.split()) for span in CODE_SPAN.findall(text)]
+        return [TRANSLATED_SPANS.get(span, span) for span in found]
+
+    zh_spans = set(spans(zh_text))
+    for span in dict.fromkeys(spans(en_text)):
+        if span not in zh_spans:
+            found.append(f"the English has the code {span}, the translation does not")
+    targets = {m[2] for m in LINK.finditer(localize_links(zh_text, en_path_, zh_path_))}
+    targets |= {m[2] for m in HTML_LINK.finditer(zh_text)}
+    for m in LINK.finditer(localize_links(en_text, en_path_, zh_path_)):
+        if m[2] not in targets:
+            found.append(f"the English links to {m[2]}, the translation does not")
+    return found
+
+
 def problems(chinese: Path) -> list[str]:
     """Everything that keeps ``chinese`` from being the English notebook's faithful twin, one
     line each (stale translations with the English diff below their line)."""
@@ -548,12 +692,29 @@ def problems(chinese: Path) -> list[str]:
     en = nbformat.read(english, as_version=4)
     zh = nbformat.read(chinese, as_version=4)
     found = []
+    en_ids, zh_ids = [c.id for c in en.cells], [c.id for c in zh.cells]
     if [(c.id, c.cell_type) for c in zh.cells] != [(c.id, c.cell_type) for c in en.cells]:
-        return [f"{name}: its cells are not the English notebook's (run tools/zh.py sync)"]
+        gone = [i for i in zh_ids if i not in en_ids]
+        new = [i for i in en_ids if i not in zh_ids]
+        what = (f"new in English: {', '.join(new)}; " if new else "") + (
+            f"not in English: {', '.join(gone)}; " if gone else ""
+        )
+        return [
+            f"{name}: its cells are not the English notebook's ({what or 'another order or kind; '}"
+            "run tools/zh.py sync)"
+        ]
+    if zh.metadata != en.metadata:
+        found.append(f"{name}: the notebook's metadata differs from the English (run sync)")
     speaks = speaks_chinese(english)
+    note = LECTURE_NOTE.read_text(encoding="utf-8") if LECTURE_NOTE.exists() else None
     for en_cell, zh_cell in zip(en.cells, zh.cells, strict=True):
         where = f"{name}, cell {zh_cell.id}"
         done = translation(zh_cell)
+        own = {k: v for k, v in zh_cell.metadata.items() if k != "translation"}
+        if own != dict(en_cell.metadata) or zh_cell.get("attachments") != en_cell.get(
+            "attachments"
+        ):
+            found.append(f"{where}: its metadata or attachments differ from the English (run sync)")
         if zh_cell.cell_type == "code":
             if not same_code(en_cell.source, zh_cell.source, speaks and is_setup(en_cell)):
                 found.append(f"{where}: the code differs from the English beyond its comments")
@@ -565,11 +726,22 @@ def problems(chinese: Path) -> list[str]:
                 found.append(f"{where}: the outputs differ from the English (run sync)")
             if zh_cell.get("execution_count") != en_cell.get("execution_count"):
                 found.append(f"{where}: the execution count differs from the English (run sync)")
-            english_prose = [c for c in comments(zh_cell.source) if is_prose(c)]
+            zh_comments = comments(zh_cell.source)
+            english_prose = [c for c in zh_comments if is_prose(c)]
             if english_prose:
                 found.append(f"{where}: comment not translated: # {english_prose[0]}")
-        if en_cell.metadata.get("tags") != zh_cell.metadata.get("tags"):
-            found.append(f"{where}: the tags differ from the English (run sync)")
+            setup = speaks and is_setup(en_cell)
+            en_comments = comments(en_cell.source + (LANGUAGE_LINES if setup else ""))
+            if len(zh_comments) != len(en_comments):
+                found.append(
+                    f"{where}: {len(zh_comments)} comments where the English has "
+                    f"{len(en_comments)}: translate each one, add none"
+                )
+            elif [c for c in zh_comments if is_code_put_aside(c)] != [
+                c for c in en_comments if is_code_put_aside(c)
+            ]:
+                found.append(f"{where}: a line of code put aside in a comment differs")
+            found += avoided("\n".join(zh_comments), where)
         if zh_cell.cell_type == "markdown":
             left = untranslated(zh_cell.source)
             if left:
@@ -579,31 +751,41 @@ def problems(chinese: Path) -> list[str]:
                     f"{where}: a line break between Chinese characters shows as a space "
                     "(import the cell again: tools/zh.py joins such lines)"
                 )
-            else:
+            if not left:
                 found += terms_missing(en_cell.source, zh_cell.source, where)
                 found += numbers_missing(en_cell.source, zh_cell.source, where)
+                found += [
+                    f"{where}: {line}"
+                    for line in kept_as_is(en_cell.source, zh_cell.source, english, chinese)
+                ]
+                found += shorter_than_the_english(en_cell.source, zh_cell.source, where)
             found += avoided(zh_cell.source, where)
-            if LECTURE_NOTE.exists():
-                found += quotes_not_in(
-                    LECTURE_NOTE.read_text(encoding="utf-8"), zh_cell.source, where
-                )
-        elif zh_cell.cell_type == "code":
-            found += avoided("\n".join(comments(zh_cell.source)), where)
-        if done and done["en_sha1"] != sha(en_cell.source):
-            diff = difflib.unified_diff(
-                done["en"].splitlines(),
-                en_cell.source.splitlines(),
-                "translated",
-                "now",
-                lineterm="",
-            )
-            found.append(f"{where}: stale, the English changed:\n" + "\n".join(list(diff)[2:]))
+            if note is not None:
+                found += quotes_not_in(note, zh_cell.source, where)
+        if done and sha(done["en"]) != done["en_sha1"]:
+            found.append(f"{where}: the recorded English text does not match its hash (run sync)")
         elif done and done["en"] != en_cell.source:
-            found.append(f"{where}: the recorded English text does not match its hash")
+            found.append(
+                f"{where}: stale, the English changed:\n" + diff_of(done["en"], en_cell.source)
+            )
         elif not done and zh_cell.cell_type == "markdown" and not untranslated(zh_cell.source):
             if CJK.search(zh_cell.source):
                 found.append(f"{where}: translated, but not marked (import it with tools/zh.py)")
     return found
+
+
+def shorter_than_the_english(english: str, chinese: str, where: str) -> list[str]:
+    """A line if the translation is much shorter than the English: a sentence dropped? (A
+    Chinese character carries about half an English word or more; a cell of under 12 words is
+    too short to judge.)"""
+    words = len(WORD.findall(" ".join(prose_units(english))))
+    characters = len(CJK.findall(" ".join(prose_units(chinese))))
+    if words >= 12 and characters < SHORTEST * words:
+        return [
+            f"{where}: {characters} Chinese characters for {words} English words: "
+            "is a sentence missing?"
+        ]
+    return []
 
 
 def missing() -> list[str]:
@@ -619,7 +801,25 @@ def missing() -> list[str]:
 # Export, import
 
 
+def chinese_twin(path: Path) -> Path:
+    """``path`` as a Chinese notebook in step with its English one; else ``Refused``."""
+    path = path.resolve()
+    if path.suffix != ".ipynb" or not path.is_file():
+        raise Refused(f"{path}: not a notebook file; give one under {rel(ZH)}/")
+    if not path.is_relative_to(ZH):
+        raise Refused(f"{path}: not a Chinese notebook; give its twin under {rel(ZH)}/")
+    english = en_path(path)
+    if not english.exists():
+        raise Refused(f"{rel(path)}: there is no English notebook {rel(english)}")
+    en = nbformat.read(english, as_version=4)
+    zh = nbformat.read(path, as_version=4)
+    if [(c.id, c.cell_type) for c in zh.cells] != [(c.id, c.cell_type) for c in en.cells]:
+        raise Refused(f"{rel(path)}: its cells are not the English ones: run tools/zh.py sync")
+    return path
+
+
 def export(chinese: Path, everything: bool) -> str:
+    chinese = chinese_twin(chinese)
     english = en_path(chinese)
     en = nbformat.read(english, as_version=4)
     zh = nbformat.read(chinese, as_version=4)
@@ -628,61 +828,77 @@ def export(chinese: Path, everything: bool) -> str:
         if not needs_translation(en_cell) and not translation(zh_cell):
             continue
         done = translation(zh_cell)
-        current = done is not None and done["en_sha1"] == sha(en_cell.source)
+        current = done is not None and done["en"] == en_cell.source
         if current and not everything:
             continue
-        head = f"=== {zh_cell.id} {zh_cell.cell_type} {rel(chinese)} ==="
+        head = (
+            f"=== {zh_cell.id} {zh_cell.cell_type} {rel(chinese)} en={sha(en_cell.source)[:12]} ==="
+        )
         notes = []
         if done and not current:
-            diff = difflib.unified_diff(
-                done["en"].splitlines(),
-                en_cell.source.splitlines(),
-                "translated",
-                "now",
-                lineterm="",
-            )
             notes = ["#| stale: the English changed since the translation below:"]
-            notes += ["#| " + line for line in list(diff)[2:]]
+            notes += ["#| " + line for line in diff_of(done["en"], en_cell.source).splitlines()]
         blocks.append("\n".join([head, *notes, zh_cell.source]))
     return "\n\n".join(blocks) + "\n" if blocks else ""
 
 
 def import_text(text: str) -> list[str]:
-    """Put each block of an export file into its notebook; return what was refused."""
-    refused: list[str] = []
-    chunks: list[tuple[str, str, str, list[str]]] = []
-    for line in text.split("\n"):
+    """Put each block of an export file into its notebook. Everything is checked first, and
+    nothing is written if a block is refused; returns the refusals (empty when all went in)."""
+    text = text.removeprefix("\ufeff")
+    chunks: list[tuple[str, str, str, str | None, list[str]]] = []
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
         head = BLOCK.match(line)
         if head:
-            chunks.append((head[1], head[2], head[3], []))
+            chunks.append((head[1], head[2], head[3], head[4], []))
+        elif line.startswith("==="):
+            raise Refused(f"line {number} looks like a block's first line but is not: {line!r}")
         elif chunks and not line.startswith("#|"):
-            chunks[-1][3].append(line)
+            chunks[-1][4].append(line)
         elif not chunks and line.strip():
-            raise SystemExit(f"the file must start with a === line; it starts with {line!r}")
-    by_notebook: dict[str, list[tuple[str, str, str]]] = {}
-    for cell_id, kind, notebook, lines in chunks:
-        by_notebook.setdefault(notebook, []).append((cell_id, kind, "\n".join(lines).strip("\n")))
-    for notebook, items in by_notebook.items():
-        chinese = ROOT / notebook
+            raise Refused(f"the file must start with a === line; line {number} is {line!r}")
+    if not chunks:
+        raise Refused("the file holds no block (=== <cell id> <kind> <notebook> ===)")
+    refused: list[str] = []
+    changed: dict[Path, nbformat.NotebookNode] = {}
+    for cell_id, kind, notebook, en_hash, lines in chunks:
+        body = "\n".join(lines).strip("\n")
+        try:
+            chinese = chinese_twin(ROOT / notebook)
+        except Refused as why:
+            refused.append(str(why))
+            continue
         english = en_path(chinese)
-        zh = nbformat.read(chinese, as_version=4)
+        zh = changed.setdefault(chinese, nbformat.read(chinese, as_version=4))
         en = {c.id: c for c in nbformat.read(english, as_version=4).cells}
         cells = {c.id: c for c in zh.cells}
-        speaks = speaks_chinese(english)
-        for cell_id, kind, body in items:
-            if cell_id not in cells or cells[cell_id].cell_type != kind:
-                refused.append(f"{notebook}: no {kind} cell {cell_id}")
-                continue
-            source = en[cell_id].source
-            if kind == "code" and not same_code(source, body, speaks and is_setup(en[cell_id])):
-                refused.append(f"{notebook}, cell {cell_id}: the code changed, not only comments")
-                continue
-            if kind == "markdown":
-                body = join_chinese_lines(localize_links(body, english, chinese))
-            cells[cell_id].source = body
-            mark(cells[cell_id], source)
+        if cell_id not in cells or cells[cell_id].cell_type != kind:
+            refused.append(f"{notebook}: no {kind} cell {cell_id}")
+            continue
+        source = en[cell_id].source
+        if en_hash and not sha(source).startswith(en_hash):
+            refused.append(
+                f"{notebook}, cell {cell_id}: the English changed since this file was exported; "
+                "export the cell again and translate the change"
+            )
+            continue
+        if not body.strip():
+            refused.append(f"{notebook}, cell {cell_id}: the block is empty")
+            continue
+        if kind == "code" and not same_code(
+            source, body, speaks_chinese(english) and is_setup(en[cell_id])
+        ):
+            refused.append(f"{notebook}, cell {cell_id}: the code changed, not only comments")
+            continue
+        if kind == "markdown":
+            body = join_chinese_lines(localize_links(body, english, chinese))
+        cells[cell_id].source = body
+        mark(cells[cell_id], source)
+    if refused:
+        return refused
+    for chinese, zh in changed.items():
         nbformat.write(zh, chinese)
-    return refused
+    return []
 
 
 def main() -> int:
@@ -696,19 +912,40 @@ def main() -> int:
     im = sub.add_parser("import", help="put translated text back")
     im.add_argument("file", type=Path)
     args = parser.parse_args()
-    if args.command == "sync":
-        sync()
-        args.command = "status"
-    if args.command == "status":
-        found = missing() + [p for z in chinese_notebooks() for p in problems(z)]
-        print("\n".join(found) if found else "every Chinese notebook is in step with the English")
-        return 1 if found else 0
-    if args.command == "export":
-        sys.stdout.write(export(args.notebook.resolve(), args.all))
-        return 0
-    refused = import_text(args.file.read_text(encoding="utf-8"))
+    try:
+        if args.command == "sync":
+            sync()
+            args.command = "status"
+        if args.command == "status":
+            found = missing() + [p for z in chinese_notebooks() for p in problems(z)]
+            print(
+                "\n".join(found) if found else "every Chinese notebook is in step with the English"
+            )
+            return 1 if found else 0
+        if args.command == "export":
+            text = export(args.notebook, args.all)
+            sys.stdout.write(text)
+            if not text:
+                print(
+                    f"{args.notebook}: nothing to translate (--all gives every cell)",
+                    file=sys.stderr,
+                )
+            return 0
+        try:
+            text = args.file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise Refused(f"{args.file}: not UTF-8 text; save it as UTF-8") from None
+        refused = import_text(text)
+    except Refused as why:
+        print(f"tools/zh.py: {why}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:  # a missing file, a damaged notebook
+        print(f"tools/zh.py: {error}", file=sys.stderr)
+        return 2
     for line in refused:
         print(line, file=sys.stderr)
+    if refused:
+        print("nothing was imported: fix these blocks and import the file again", file=sys.stderr)
     return 1 if refused else 0
 
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..i18n import say
+from ..i18n import language, say
 
 TIME_LIMIT_S = 20  # one call of the learner's code may take this long
 CHECK_LIMIT_S = 60  # and a whole check, which may call it several times
@@ -357,11 +357,13 @@ class Feedback:
 
     correct: bool
     message: str
+    language: str = field(default_factory=language)  # the message's, when it was checked
 
     def __str__(self) -> str:
         message = " ".join(self.message.split())  # one line, whatever the message held
-        verdict = say("Correct", "正确") if self.correct else say("Not yet", "还不对")
-        return f"{verdict}{say(': ', '：')}{message}"
+        lang = self.language
+        verdict = say("Correct", "正确", lang) if self.correct else say("Not yet", "还不对", lang)
+        return f"{verdict}{say(': ', '：', lang)}{message}"
 
 
 class Exercise:
