@@ -140,6 +140,8 @@ def rewrite(target: str, page: str, site: dict[str, str], language: Language = E
     repo_path = "/".join(parts)
     other = next((lang for lang in LANGUAGES if lang.readme == repo_path), None)
     if other is not None and other is not language:  # the other language's front door
+        if anchor in {slug(title) for title in other.for_contributors}:  # not on its front page
+            return f"{REPO_URL}/blob/main/{other.readme}#{anchor}"
         return site_url(other) + hash_ + anchor
     if repo_path == language.readme and anchor:
         moved = {
