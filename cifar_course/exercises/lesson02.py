@@ -502,8 +502,9 @@ q2 = Exercise(
     hint=(
         """
         Keep weights_only=True (the default since PyTorch 2.6) and list the classes inside
-        `with torch.serialization.safe_globals([...]):`. torch.serialization.
-        get_unsafe_globals_in_checkpoint(path) tells you which ones the file needs.
+        `with torch.serialization.safe_globals([...]):`.
+        `torch.serialization.get_unsafe_globals_in_checkpoint(path)` tells you which ones the
+        file needs.
         """,
         "保留 weights_only=True（自 PyTorch 2.6 起的默认值），并在 "
         "`with torch.serialization.safe_globals([...]):` 里列出所需的类。"

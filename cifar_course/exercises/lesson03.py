@@ -56,9 +56,10 @@ def _check_accuracy(accuracy: Any) -> str:
         value = as_number(
             got, "accuracy", say("one number, the fraction correct", "一个数，即预测正确的比例")
         )
-        right = int(expected * len(labels))
+        right = round(expected * len(labels))
+        images = f"{len(labels)} image" + ("s" if len(labels) != 1 else "")
         case = say(
-            f"for {len(labels)} images of which {right} are right",
+            f"for {images} of which {right} {'is' if right == 1 else 'are'} right",
             f"对于 {len(labels)} 张图像（其中 {right} 张预测正确），",
         )
         if abs(value - expected) < 1e-6:
