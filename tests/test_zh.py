@@ -125,14 +125,21 @@ def tiny(tmp_path, monkeypatch):
     nbformat.write(nb, english)
     zh.sync()
     chinese = zh.zh_path(english)
-    zh.import_text(
-        f"=== {nb.cells[0].id} markdown {zh.rel(chinese)} ===\n"
-        "# 第 01 课 · 保存\n\n每轮都保存模型。\n"
-        f"=== {nb.cells[1].id} code {zh.rel(chinese)} ===\nx = 1  # 这次运行的第一个值\nprint(x)\n"
-        f"=== {nb.cells[2].id} markdown {zh.rel(chinese)} ===\n一个检查点保存 1,024 个数。\n"
+    assert not zh.import_text(
+        block(english, 0, "# 第 01 课 · 保存\n\n每轮都保存模型。")
+        + block(english, 1, "x = 1  # 这次运行的第一个值\nprint(x)")
+        + block(english, 2, "一个检查点保存 1,024 个数。")
     )
     assert zh.problems(chinese) == []
     return english, chinese
+
+
+def block(english: Path, index: int, text: str) -> str:
+    """An export file's block for cell ``index`` of the English notebook, translated as ``text``."""
+    cell = nbformat.read(english, as_version=4).cells[index]
+    where = zh.rel(zh.zh_path(english))
+    head = f"=== {cell.id} {cell.cell_type} {where} en={zh.sha(cell.source)[:12]} ==="
+    return f"{head}\n{text}\n"
 
 
 def edit(path: Path, index: int, **changes) -> None:
@@ -434,7 +441,7 @@ def test_a_search_and_replace_over_every_notebook_is_not_a_stale_translation(tin
     english, chinese = tiny
     for path in (english, chinese):
         path.write_text(path.read_text(encoding="utf-8").replace("1,024", "1,025"))
-    assert "does not match its hash (run sync)" in zh.problems(chinese)[0]
+    assert "replaced in both languages since it was recorded (run sync)" in zh.problems(chinese)[0]
     zh.sync()
     assert zh.problems(chinese) == []
 
@@ -460,7 +467,7 @@ def test_code_links_and_length_are_kept_by_a_translation(tiny):
     edit(chinese, 2, source=good.replace("True", "False"))
     assert "the English has the code `weights_only=True`" in zh.problems(chinese)[0]
     edit(chinese, 2, source=good.replace("pytorch.org/tutorials/", "example.com/"))
-    assert "the English links to https://pytorch.org/tutorials/" in zh.problems(chinese)[0]
+    assert "https://pytorch.org/tutorials/, the translation does not" in zh.problems(chinese)[0]
     edit(
         chinese,
         2,
@@ -478,12 +485,13 @@ def test_import_refuses_bad_blocks_and_writes_nothing_then(tiny):
     head = f"=== {nb.cells[0].id} markdown {path} en={en_hash} ==="
     fine = f"{head}\n# 第 01 课 · 保存\n\n每轮都保存一次模型。\n"
     cases = {
-        f"{fine}=== {nb.cells[2].id} markdown {path} ===\n\n": "the block is empty",
+        f"{fine}{block(english, 2, '')}\n": "the block is empty",
         f"{fine}=== {nb.cells[2].id} markdown {path}\n一个。\n": "looks like a block's first",
-        f"{fine}=== {nb.cells[2].id} markdown notebooks/01_saving.ipynb ===\n一个。\n": (
+        f"{fine}=== {nb.cells[2].id} markdown notebooks/01_saving.ipynb en=0 ===\n一个。\n": (
             "not a Chinese notebook"
         ),
-        f"{fine}=== nosuchid markdown {path} ===\n一个。\n": "no markdown cell nosuchid",
+        f"{fine}=== nosuchid markdown {path} en=0 ===\n一个。\n": "no markdown cell nosuchid",
+        f"{fine}=== {nb.cells[2].id} markdown {path} ===\n一个。\n": "does not say which English",
         f"{head.replace('en=', 'en=0')}\n每轮。\n": "the English changed since this file",
         "no block here\n": "the file must start with a === line",
         "": "the file holds no block",
@@ -538,3 +546,58 @@ def test_the_message_guard_knows_every_way_to_write_a_message(tmp_path, monkeypa
             "English text outside say(): 'expected %s got %s'",
         ]
     ), found
+
+
+def test_an_export_file_hides_no_stale_translation(tiny):
+    """A block without the English's hash, or one still carrying its stale note, is refused."""
+    english, chinese = tiny
+    edit(english, 2, source="A checkpoint holds 2,048 numbers.")
+    exported = zh.export(chinese, everything=False)
+    assert "#| stale" in exported and "+A checkpoint holds 2,048 numbers." in exported
+    refused = zh.import_text(exported)
+    assert refused and "still marked stale" in refused[0]
+    without_hash = re.sub(r" en=[0-9a-f]+ ===", " ===", exported.replace("#| stale", "#| note"))
+    assert "does not say which English" in zh.import_text(without_hash)[0]
+    assert zh.import_text(block(english, 2, "一个检查点保存 2,048 个数。")) == []
+    assert zh.problems(chinese) == []
+
+
+def test_sync_keeps_what_was_translated_in_jupyter_and_follows_a_cell_to_its_new_id(tiny):
+    english, chinese = tiny
+    nb = nbformat.read(english, as_version=4)
+    nb.cells.insert(3, nbformat.v4.new_markdown_cell("Load it back with the same network."))
+    nbformat.write(nb, english)
+    zh.sync()
+    edit(chinese, 3, source="用同一个网络把它加载回来。")  # typed in JupyterLab, not imported
+    zh.sync()
+    assert nbformat.read(chinese, as_version=4).cells[3].source == "用同一个网络把它加载回来。"
+    assert "translated, but not marked" in zh.problems(chinese)[0]
+    nb = nbformat.read(english, as_version=4)
+    nb.cells[2].id = "pasted1"  # cut and pasted in JupyterLab: a new id, the same text
+    nbformat.write(nb, english)
+    zh.sync()
+    assert nbformat.read(chinese, as_version=4).cells[2].source == "一个检查点保存 1,024 个数。"
+
+
+def test_a_replacement_in_the_english_alone_is_not_taken_for_a_search_and_replace(tiny):
+    english, chinese = tiny
+    for path in (english, chinese):  # the English and its record, not the Chinese
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace("holds 1,024 numbers", "holds no numbers"))
+    assert "the recorded English was edited" in "\n".join(zh.problems(chinese))
+    zh.sync()
+    assert "the recorded English was edited" in "\n".join(zh.problems(chinese))
+
+
+def test_english_words_left_in_a_chinese_sentence_or_heading_are_caught():
+    assert zh.untranslated("每轮保存一次。Train for 10 epochs at a 0.1 learning rate.") != []
+    assert zh.untranslated("## Results", "## Curves") != []
+    assert zh.untranslated("## TensorBoard", "## TensorBoard") == []
+    assert zh.untranslated("### torch.compile", "### `torch.compile`") == []
+    assert zh.untranslated("A checkpoint holds numbers.", "A checkpoint holds numbers.") != []
+    assert (
+        zh.untranslated("分布式数据并行（Distributed Data Parallel, DDP）让每个进程各算一份。")
+        == []
+    )
+    assert zh.untranslated("见 <https://example.com/a>，所以这个固定的顺序是按类别排好的。") == []
+    assert zh.join_chinese_lines("## 结果\n一个检查点。") == "## 结果\n一个检查点。"

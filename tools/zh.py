@@ -21,9 +21,12 @@ Each English notebook (lessons, exercises, solutions) has a Chinese twin at the 
     python tools/zh.py export --all NOTEBOOK # every translatable cell, translated or not
     python tools/zh.py import F              # put the edited text back (checked first)
 
-An export file holds one block per cell: a line ``=== <cell id> <markdown|code> <notebook> ===``,
-then the cell's text. Replace the text with its translation (for code, translate the comments
-only) and import the file. Lines starting with ``#|`` are notes and are not imported. Relative
+An export file holds one block per cell: a line ``=== <cell id> <markdown|code> <notebook>
+en=<hash> ===`` (the hash says which English the block translates), then the cell's text.
+Replace the text with its translation (for code, translate the comments only) and import the
+file. Lines starting with ``#|`` are notes and are not imported; a stale cell's block starts with
+``#| stale`` lines showing the English change: translate it and delete those lines, or import
+refuses the block. Import checks every block first and writes nothing if one is refused. Relative
 links may be written as in the English notebook: importing points them at the right file from
 the Chinese notebook's folder, and the Colab badge at the Chinese notebook.
 """
@@ -59,6 +62,8 @@ LANGUAGE_LINES = "\n\n# 练习的检查、提示和解法用中文回答\n" + LA
     '("zh")', '("zh")  # 英文：cifar_course.set_language("en")'
 )
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+WIDE_CHARS = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"
+URL = r"https?://[A-Za-z0-9._~:/?#\[\]@!$&'*+,;=%-]+"
 CHINESE = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")  # with ，。：
 WORD = re.compile(r"[A-Za-z]{2,}")
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
@@ -196,13 +201,12 @@ def prose_units(text: str) -> list[str]:
     text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)
     text = re.sub(r"``.+?``|`[^`\n]*`", " ", text)
     text = re.sub(r"\]\([^)]*\)", "]", text)
-    text = re.sub(r"https?://\S+", " ", text)
-    text = re.sub(r"<[^>]*\balt=\"([^\"]*)\"[^>]*>", r" \1 ", text)  # an image's alt text is read
+    text = re.sub(URL, " ", text)
+    text = re.sub(r"<[^>]*\b(?:alt|title)=[\"']([^\"']*)[\"'][^>]*>", r" \1 ", text)  # read too
     text = re.sub(r"<[^>]+>", " ", text)
     text = re.sub(r"\$[^$\n]+\$", " ", text)
-    text = re.sub(
-        r"《[^》]*》", " ", text
-    )  # a title quoted as it is: 《Learning Multiple Layers...》
+    text = re.sub(r"《[^》]*》", " ", text)  # a title quoted as it is: 《Learning Multiple Layers》
+    text = re.sub(r"\[!\[[^\]]*\]\]", " ", text)  # a linked image: the Colab badge
     units: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
         current: list[str] = []
@@ -218,18 +222,43 @@ def prose_units(text: str) -> list[str]:
 
 
 ENGLISH_RUN = re.compile(r"[A-Za-z][A-Za-z']+(?:[ ,;:()-]+[A-Za-z][A-Za-z']+){3,}")
+GLOSS = re.compile(f"(?<=[{WIDE_CHARS}])[（(][A-Za-z][^（）()\n]*[）)]")
+SENTENCE_END = re.compile(r"(?<=[。！？；])|(?<=[.!?;])\s+")
+CODE_LIKE = re.compile(r"[\w]*[._()][\w.()]*")
 
 
-def untranslated(text: str) -> list[str]:
+def english_sentences(unit: str) -> list[str]:
+    """The sentences of ``unit`` written in English only: four English words or more, and not
+    one Chinese character."""
+    return [
+        part.strip()
+        for part in SENTENCE_END.split(unit)
+        if part and len(WORD.findall(CODE_LIKE.sub(" ", part))) >= 4 and not CJK.search(part)
+    ]
+
+
+def untranslated(text: str, english: str = "") -> list[str]:
     """The units of a Chinese cell that are still English: four English words or more with fewer
-    Chinese characters than half of them, four English words in a row, or a heading of two
-    English words or more and no Chinese."""
+    Chinese characters than half of them, four English words in a row, a sentence of four
+    English words or more without a Chinese character, or a heading without Chinese that is not
+    a heading of the ``english`` cell too (``## TensorBoard``), or a unit of two words or more
+    copied from it."""
     found = []
+    kept = set(prose_units(english))
     for unit in prose_units(text):
+        unit = GLOSS.sub(" ", unit)  # 分布式数据并行（Distributed Data Parallel, DDP）
         words = len(WORD.findall(unit))
         chinese = len(CJK.findall(unit))
-        heading = unit.lstrip().startswith("#") and words >= 2 and not chinese
-        if (words >= 4 and 2 * chinese < words) or ENGLISH_RUN.search(unit) or heading:
+        heading = unit.lstrip().startswith("#") and not chinese and unit not in kept
+        heading = heading and bool(WORD.findall(CODE_LIKE.sub(" ", unit.lstrip("# "))))
+        copied = unit in kept and words >= 2 and not chinese
+        if (
+            (words >= 4 and 2 * chinese < words)
+            or ENGLISH_RUN.search(unit)
+            or heading
+            or copied
+            or english_sentences(unit)
+        ):
             found.append(unit)
     return found
 
@@ -251,6 +280,7 @@ def join_chinese_lines(text: str) -> str:
             out
             and not fenced
             and not starts_block
+            and not re.match(r"\s*(#|\|)", out[-1])  # a heading or a table row ends at its line
             and re.search(f"[{WIDE}]$", out[-1])
             and re.match(f"\\s*[{WIDE}]", line)
         ):
@@ -354,7 +384,9 @@ def terms_missing(english: str, chinese: str, where: str) -> list[str]:
             else [(t, zh_terms[0]) for t in en_terms]
         )
         for en_term, zh_term in pairs:
-            if english_term(en_term).search(prose) and zh_term not in chinese:
+            if english_term(en_term).search(prose) and zh_term.replace(" ", "") not in re.sub(
+                r"\s+", "", chinese
+            ):
                 found.append(
                     f"{where}: the English says {en_term!r}, the translation lacks {zh_term!r} "
                     "(notebooks/zh/TERMS.md)"
@@ -384,7 +416,7 @@ def in_the_note(note: str, quote: str) -> bool:
     note's words do (at a line's ends or at punctuation), so that 「保存方式1所占的内存小」 is not
     taken from 「一般保存方式2比保存方式1所占的内存小」, which says the opposite."""
     quote = re.sub(r"\s+", "", quote)
-    if len(CJK.findall(quote)) < 2:
+    if len(quote) < 2:
         return False
     for line in note.splitlines():
         line = re.sub(r"\s+", "", line)
@@ -511,11 +543,42 @@ class Refused(Exception):
 
 
 def translation(cell: nbformat.NotebookNode) -> dict | None:
-    return cell.get("metadata", {}).get("translation")
+    """The cell's record of the English it translates, or None; a damaged record is refused."""
+    done = cell.get("metadata", {}).get("translation")
+    if done is None:
+        return None
+    if not (
+        isinstance(done, dict)
+        and isinstance(done.get("en"), str)
+        and isinstance(done.get("en_sha1"), str)
+    ):
+        raise Refused(
+            f"cell {cell.get('id')}: its translation record is damaged; delete "
+            "metadata.translation and import the cell again"
+        )
+    return done
 
 
 def mark(cell: nbformat.NotebookNode, english_source: str) -> None:
-    cell.metadata["translation"] = {"en_sha1": sha(english_source), "en": english_source}
+    """Record that ``cell`` translates ``english_source`` as it is now (and what the translation
+    was, so that a search-and-replace over both languages can be told from an English change)."""
+    cell.metadata["translation"] = {
+        "en_sha1": sha(english_source),
+        "en": english_source,
+        "zh_sha1": sha(cell.source),
+    }
+
+
+def replaced_in_both(done: dict, english: str, chinese: str) -> bool:
+    """Whether a record whose hash no longer fits its text was changed by a search-and-replace
+    over both languages (the README's recipe for a fork): the recorded English is the English
+    now, and the translation changed since it was recorded. If only the English (and its
+    record) changed, the translation may say something the English no longer says."""
+    return (
+        done["en"] == english
+        and done["en_sha1"] != sha(english)
+        and done.get("zh_sha1") not in (None, sha(chinese))
+    )
 
 
 def needs_translation(cell: nbformat.NotebookNode) -> bool:
@@ -565,17 +628,25 @@ def carry_comments(english: str, recorded: str, translated: str) -> str:
     """New English code with the translations of its comments that it shares with the English the
     translation was made from (``recorded``, translated as ``translated``): a code change keeps
     the translated comments of the lines it left alone."""
+    translated = translated.removesuffix(LANGUAGE_LINES)
     old, new = comments(recorded), comments(translated)
     if len(old) != len(new):
         return english
     chinese = dict(zip(old, new, strict=True))
-    lines = []
-    for line in english.split("\n"):
-        for text, zh_text in chinese.items():
-            if text and line.rstrip().endswith("# " + text):
-                line = line.rstrip()[: -len(text)] + zh_text
-                break
-        lines.append(line)
+    lines = english.split("\n")
+    if WRITEFILE.match(english):  # the comments of a written script: its lines after the first
+        shift, body = 1, as_python(english)[-1]
+    else:
+        shift, body = 0, english
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(body).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return english
+    for t in tokens:
+        text = t.string.lstrip("#").strip()
+        if t.type == tokenize.COMMENT and text in chinese:
+            row, col = t.start[0] - 1 + shift, t.start[1]
+            lines[row] = lines[row][:col] + "# " + chinese[text]
     return "\n".join(lines)
 
 
@@ -588,19 +659,25 @@ def sync_one(english: Path) -> nbformat.NotebookNode:
     old = nbformat.read(chinese, as_version=4) if chinese.exists() else None
     old_cells = {c.id: c for c in old.cells} if old else {}
     speaks = speaks_chinese(english)
+    by_english = {  # a translation whose cell got a new id (cut and pasted) is found by its text
+        translation(c)["en"]: c for c in (old.cells if old else []) if translation(c)
+    }
     cells = []
     for cell in en.cells:
         new = nbformat.from_dict(cell)
         new.metadata = nbformat.from_dict(dict(cell.metadata))
         before = old_cells.get(cell.id)
+        if before is None or before.cell_type != cell.cell_type:
+            before = by_english.get(cell.source)
+            before = before if before is not None and before.cell_type == cell.cell_type else None
         done = translation(before) if before is not None else None
-        if done and done["en"] == cell.source and done["en_sha1"] != sha(cell.source):
-            done = {"en_sha1": sha(cell.source), "en": cell.source}  # a search-and-replace
+        if done and replaced_in_both(done, cell.source, before.source):
+            done = {"en_sha1": sha(cell.source), "en": cell.source, "zh_sha1": sha(before.source)}
         setup = speaks and is_setup(cell)
-        if done and before.cell_type == cell.cell_type == "markdown":
+        if done and cell.cell_type == "markdown":
             new.source = localize_links(before.source, english, chinese)
             new.metadata["translation"] = done
-        elif done and before.cell_type == cell.cell_type == "code":
+        elif done and cell.cell_type == "code":
             if same_code(cell.source, before.source, setup):
                 new.source = before.source
                 new.metadata["translation"] = done
@@ -609,11 +686,19 @@ def sync_one(english: Path) -> nbformat.NotebookNode:
                 new.source = carry_comments(cell.source, done["en"], before.source) + extra
                 if not any(is_prose(c) for c in comments(new.source)):
                     mark(new, cell.source)
-        if "translation" not in new.metadata:
+        elif before is not None and CJK.search(before.source):
+            # translated in Jupyter, not imported: kept (status asks for an import), never lost
+            if cell.cell_type == "markdown" or same_code(cell.source, before.source, setup):
+                new.source = before.source
+        if "translation" not in new.metadata and not (
+            before is not None and new.source == before.source and CJK.search(before.source)
+        ):
             if cell.cell_type == "markdown":
                 new.source = localize_links(cell.source, english, chinese)
             if setup and not new.source.endswith(LANGUAGE_LINES):
                 new.source = cell.source + LANGUAGE_LINES
+        if "translation" in new.metadata and "zh_sha1" in new.metadata["translation"]:
+            new.metadata["translation"]["zh_sha1"] = sha(new.source)
         cells.append(new)
     en.cells = cells
     if is_solutions(english):
@@ -630,12 +715,14 @@ def sync_one(english: Path) -> nbformat.NotebookNode:
 
 
 def sync() -> None:
+    """Rebuild every Chinese twin; nothing is written unless all of them could be rebuilt."""
     for english in english_notebooks():  # every twin exists before links are pointed at them
         if not zh_path(english).exists():
             zh_path(english).parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(sync_one(english), zh_path(english))
-    for english in english_notebooks():
-        nbformat.write(sync_one(english), zh_path(english))
+    rebuilt = {zh_path(english): sync_one(english) for english in english_notebooks()}
+    for chinese, notebook in rebuilt.items():
+        nbformat.write(notebook, chinese)
 
 
 def diff_of(before: str, after: str) -> str:
@@ -676,6 +763,9 @@ def kept_as_is(english: str, chinese: str, en_path_: Path, zh_path_: Path) -> li
             found.append(f"the English has the code {span}, the translation does not")
     targets = {m[2] for m in LINK.finditer(localize_links(zh_text, en_path_, zh_path_))}
     targets |= {m[2] for m in HTML_LINK.finditer(zh_text)}
+    for url in dict.fromkeys(re.findall(URL, localize_links(en_text, en_path_, zh_path_))):
+        if url.rstrip(".,;:") not in zh_text:
+            found.append(f"the English gives the address {url}, the translation does not")
     for m in LINK.finditer(localize_links(en_text, en_path_, zh_path_)):
         if m[2] not in targets:
             found.append(f"the English links to {m[2]}, the translation does not")
@@ -691,6 +781,8 @@ def problems(chinese: Path) -> list[str]:
         return [f"{name}: there is no English notebook {rel(english)} any more"]
     en = nbformat.read(english, as_version=4)
     zh = nbformat.read(chinese, as_version=4)
+    if any("id" not in c for c in en.cells + zh.cells):
+        raise Refused(f"{name}: cells without ids (nbformat < 4.5): open and save it in JupyterLab")
     found = []
     en_ids, zh_ids = [c.id for c in en.cells], [c.id for c in zh.cells]
     if [(c.id, c.cell_type) for c in zh.cells] != [(c.id, c.cell_type) for c in en.cells]:
@@ -727,7 +819,9 @@ def problems(chinese: Path) -> list[str]:
             if zh_cell.get("execution_count") != en_cell.get("execution_count"):
                 found.append(f"{where}: the execution count differs from the English (run sync)")
             zh_comments = comments(zh_cell.source)
-            english_prose = [c for c in zh_comments if is_prose(c)]
+            english_prose = [
+                c for c in zh_comments if is_prose(c) or (CJK.search(c) and ENGLISH_RUN.search(c))
+            ]
             if english_prose:
                 found.append(f"{where}: comment not translated: # {english_prose[0]}")
             setup = speaks and is_setup(en_cell)
@@ -742,8 +836,11 @@ def problems(chinese: Path) -> list[str]:
             ]:
                 found.append(f"{where}: a line of code put aside in a comment differs")
             found += avoided("\n".join(zh_comments), where)
+            found += numbers_missing(
+                "\n\n".join(en_comments), "\n\n".join(zh_comments), f"{where} (comments)"
+            )
         if zh_cell.cell_type == "markdown":
-            left = untranslated(zh_cell.source)
+            left = untranslated(zh_cell.source, en_cell.source)
             if left:
                 found.append(f"{where}: not translated: {left[0][:100]}")
             if join_chinese_lines(zh_cell.source) != zh_cell.source:
@@ -762,8 +859,13 @@ def problems(chinese: Path) -> list[str]:
             found += avoided(zh_cell.source, where)
             if note is not None:
                 found += quotes_not_in(note, zh_cell.source, where)
-        if done and sha(done["en"]) != done["en_sha1"]:
-            found.append(f"{where}: the recorded English text does not match its hash (run sync)")
+        if done and replaced_in_both(done, en_cell.source, zh_cell.source):
+            found.append(f"{where}: replaced in both languages since it was recorded (run sync)")
+        elif done and sha(done["en"]) != done["en_sha1"]:
+            found.append(
+                f"{where}: the recorded English was edited, not the translation: the translation "
+                "may be stale; export the cell, compare it with the English, import it again"
+            )
         elif done and done["en"] != en_cell.source:
             found.append(
                 f"{where}: stale, the English changed:\n" + diff_of(done["en"], en_cell.source)
@@ -847,12 +949,15 @@ def import_text(text: str) -> list[str]:
     nothing is written if a block is refused; returns the refusals (empty when all went in)."""
     text = text.removeprefix("\ufeff")
     chunks: list[tuple[str, str, str, str | None, list[str]]] = []
+    stale: set[int] = set()
     for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
         head = BLOCK.match(line)
         if head:
             chunks.append((head[1], head[2], head[3], head[4], []))
         elif line.startswith("==="):
             raise Refused(f"line {number} looks like a block's first line but is not: {line!r}")
+        elif chunks and line.startswith("#| stale"):
+            stale.add(len(chunks) - 1)
         elif chunks and not line.startswith("#|"):
             chunks[-1][4].append(line)
         elif not chunks and line.strip():
@@ -861,8 +966,20 @@ def import_text(text: str) -> list[str]:
         raise Refused("the file holds no block (=== <cell id> <kind> <notebook> ===)")
     refused: list[str] = []
     changed: dict[Path, nbformat.NotebookNode] = {}
-    for cell_id, kind, notebook, en_hash, lines in chunks:
+    for index, (cell_id, kind, notebook, en_hash, lines) in enumerate(chunks):
         body = "\n".join(lines).strip("\n")
+        if index in stale:
+            refused.append(
+                f"{notebook}, cell {cell_id}: still marked stale; translate the English change "
+                "shown in its #| lines, delete those lines, then import"
+            )
+            continue
+        if not en_hash:
+            refused.append(
+                f"{notebook}, cell {cell_id}: the block does not say which English it translates "
+                "(en=...); export the cell and put the translation in that block"
+            )
+            continue
         try:
             chinese = chinese_twin(ROOT / notebook)
         except Refused as why:
@@ -876,7 +993,7 @@ def import_text(text: str) -> list[str]:
             refused.append(f"{notebook}: no {kind} cell {cell_id}")
             continue
         source = en[cell_id].source
-        if en_hash and not sha(source).startswith(en_hash):
+        if not sha(source).startswith(en_hash):
             refused.append(
                 f"{notebook}, cell {cell_id}: the English changed since this file was exported; "
                 "export the cell again and translate the change"
