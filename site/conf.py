@@ -123,5 +123,6 @@ def chinese_site(app, config) -> None:
 
         SearchChinese.language_name = "English"
         config.html_title = "cifar-course 中文版"
+        config.author = config.copyright = "cifar-course 的作者们"
         config.html_baseurl = html_baseurl + "zh/"
         config.html_search_options = {"dict": search_terms()}

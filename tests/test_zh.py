@@ -403,6 +403,7 @@ def test_the_chinese_readme_gives_the_same_commands_and_is_linked_from_the_engli
     assert "(README.md)" in "\n".join(chinese.splitlines()[:5])
     assert commands(chinese) == commands(english)
     assert zh.avoided(chinese, "README.zh-CN.md") == []
+    assert zh.join_chinese_lines(chinese) == chinese, "a break or space between Chinese characters"
     for unit in zh.untranslated(chinese):
         pytest.fail(f"README.zh-CN.md: not translated: {unit[:100]}")
     for path in zh.english_notebooks():

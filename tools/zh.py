@@ -264,12 +264,14 @@ def untranslated(text: str, english: str = "") -> list[str]:
 
 
 WIDE = "\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef"  # Chinese characters and punctuation
+SPACE_AFTER_PUNCTUATION = re.compile(r"([。，；：！？、）」”](?:\*\*|\*)?) +(?=[\u4e00-\u9fff])")
 BLOCK_START = re.compile(r"\s*([-*+]\s|\d+[.)]\s|#|\||>|```|<|$)")
 
 
 def join_chinese_lines(text: str) -> str:
-    """``text`` with each line break between two Chinese characters removed: markdown shows a
-    break inside a paragraph as a space, which Chinese does not put between its characters.
+    """``text`` with each line break between two Chinese characters removed, and each space after
+    Chinese punctuation: markdown shows a break inside a paragraph as a space, which Chinese does
+    not put between its characters.
     Code blocks, and lines that start a list item, heading, table row, quote or tag, stay."""
     lines = text.split("\n")
     out: list[str] = []
@@ -289,6 +291,10 @@ def join_chinese_lines(text: str) -> str:
             out.append(line)
         if line.lstrip().startswith("```"):
             fenced = not fenced
+        elif (
+            not fenced
+        ):  # no space after Chinese punctuation: **学习率。**试试, not **学习率。** 试试
+            out[-1] = SPACE_AFTER_PUNCTUATION.sub(r"\1", out[-1])
     return "\n".join(out)
 
 
@@ -845,7 +851,7 @@ def problems(chinese: Path) -> list[str]:
                 found.append(f"{where}: not translated: {left[0][:100]}")
             if join_chinese_lines(zh_cell.source) != zh_cell.source:
                 found.append(
-                    f"{where}: a line break between Chinese characters shows as a space "
+                    f"{where}: a line break or a space between Chinese characters shows as a space "
                     "(import the cell again: tools/zh.py joins such lines)"
                 )
             if not left:
