@@ -55,6 +55,7 @@ class Language:
     credits: str
     captions: tuple[str, str, str, str]  # the sidebar: lessons, exercises, solutions, reference
     record_note: str  # put above the measurement record
+    record_title: str  # the record's title on this site (its sidebar entry)
 
 
 ENGLISH = Language(
@@ -67,6 +68,7 @@ ENGLISH = Language(
     credits="Data and image credits",
     captions=("Lessons", "Exercises", "Solutions", "Reference"),
     record_note="",
+    record_title="Measurements",
 )
 CHINESE = Language(
     code="zh",
@@ -78,6 +80,7 @@ CHINESE = Language(
     credits="数据和图片的来源",
     captions=("课程", "练习", "解答", "参考"),
     record_note="> 这是课程的测量记录，只有英文版：每个数字都出自这里列出的日志和机器。\n\n",
+    record_title="测量记录（Measurements）",
 )
 LANGUAGES = (ENGLISH, CHINESE)
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
@@ -224,9 +227,9 @@ def gather(source: Path = SOURCE, language: Language = ENGLISH) -> None:
         encoding="utf-8",
     )
     record = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
-    if language.record_note:  # after the title
-        title, _, rest = record.partition("\n")
-        record = f"{title}\n\n{language.record_note}{rest.lstrip(chr(10))}"
+    if language.record_note:  # after the title, in this site's language
+        _, _, rest = record.partition("\n")
+        record = f"# {language.record_title}\n\n{language.record_note}{rest.lstrip(chr(10))}"
     (source / "benchmarks" / "README.md").write_text(
         rewrite_text(record, "benchmarks/README.md", site_with_credits, language),
         encoding="utf-8",
