@@ -282,6 +282,8 @@ def test_the_message_guard_catches_a_message_in_one_language(tmp_path, monkeypat
             raise NotYet(f"the value {x} is not right")
         q1 = Exercise(("q1: a name", "q1：名字"), check, hint=("a hint here", "no chinese"),
                       solution="x = 1  # the answer")
+        q2 = Exercise(("q2: a name", "q2：名字"), check, hint=("a hint", "提示"),
+                      solution="def answer(values): return sorted(values)")  # no comment
         ''')
     )
     found = zh.messages_outside_say(module)

@@ -41,6 +41,7 @@ import io
 import posixpath
 import re
 import sys
+import textwrap
 import tokenize
 from pathlib import Path, PurePosixPath
 
@@ -513,6 +514,9 @@ def messages_outside_say(path: Path) -> list[str]:
             solution = next((k.value for k in node.keywords if k.arg == "solution"), None)
             if isinstance(solution, ast.Tuple) and len(solution.elts) == 2:
                 allowed.update(id(n) for n in texts(solution))
+            elif isinstance(solution, ast.Constant) and isinstance(solution.value, str):
+                if not comments(textwrap.dedent(solution.value)):  # code alone: no language
+                    allowed.add(id(solution))
         for english, chinese in pairs:
             allowed.update(id(n) for n in texts(english) + texts(chinese))
             if not has_chinese(chinese):

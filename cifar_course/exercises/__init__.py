@@ -374,10 +374,13 @@ class Exercise:
         name: tuple[str, str],
         checker: Callable[..., str],
         hint: tuple[str, str],
-        solution: tuple[str, str],
+        solution: str | tuple[str, str],
     ) -> None:
         """``name``, ``hint`` and ``solution`` are each (English, Chinese); the two solutions are
-        the same code, with their comments in each language (tests/test_zh.py compares them)."""
+        the same code, with their comments in each language (tests/test_zh.py compares them). A
+        solution without comments is the same in both languages: give it once."""
+        if isinstance(solution, str):
+            solution = (solution, solution)
         self._names = name
         self._checker = checker
         self._hints = tuple(" ".join(text.split()) for text in hint)

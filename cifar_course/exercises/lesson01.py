@@ -344,16 +344,10 @@ q1 = Exercise(
         "第一个位置占用 `kernel_size` 个像素，之后每一步再向前移动 `stride` 个像素。"
         "用手算一下大小为 5、卷积核为 3、没有填充、步幅为 1 的情况：答案是 3。",
     ),
-    solution=(
-        """
+    solution="""
         def conv_output_size(size, kernel_size, stride=1, padding=0):
             return (size + 2 * padding - kernel_size) // stride + 1
         """,
-        """
-        def conv_output_size(size, kernel_size, stride=1, padding=0):
-            return (size + 2 * padding - kernel_size) // stride + 1
-        """,
-    ),
 )
 
 q2 = Exercise(
@@ -404,8 +398,7 @@ q3 = Exercise(
         "在 nn.Sequential(...) 中按顺序写出表中的各行。对于 Linear 层，跟着大小走："
         "经过两次最大池化，64 -> 32 -> 16，通道数是 32。",
     ),
-    solution=(
-        """
+    solution="""
         def build_net():
             return nn.Sequential(
                 nn.Conv2d(3, 16, kernel_size=3, padding=1),
@@ -418,20 +411,6 @@ q3 = Exercise(
                 nn.Linear(32 * 16 * 16, 10),
             )
         """,
-        """
-        def build_net():
-            return nn.Sequential(
-                nn.Conv2d(3, 16, kernel_size=3, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Conv2d(16, 32, kernel_size=3, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Flatten(),
-                nn.Linear(32 * 16 * 16, 10),
-            )
-        """,
-    ),
 )
 
 q4 = Exercise(
@@ -445,14 +424,8 @@ q4 = Exercise(
         "每个输出通道都有自己的滤波器，每个滤波器通过一个 kernel_size x kernel_size 的窗口"
         "查看每一个输入通道。偏置为每个输出通道增加一个数。",
     ),
-    solution=(
-        """
+    solution="""
         def conv_parameters(c_in, c_out, kernel_size, bias=True):
             return c_out * c_in * kernel_size * kernel_size + (c_out if bias else 0)
         """,
-        """
-        def conv_parameters(c_in, c_out, kernel_size, bias=True):
-            return c_out * c_in * kernel_size * kernel_size + (c_out if bias else 0)
-        """,
-    ),
 )

@@ -478,22 +478,13 @@ q1 = Exercise(
         "方式2 保存的是 model.state_dict()，而不是模型。把它读回来需要两步："
         "先用 make_model() 构建一个新模型，再把 torch.load 返回的内容交给 load_state_dict。",
     ),
-    solution=(
-        """
+    solution="""
         def save_and_reload(model, make_model, path):
             torch.save(model.state_dict(), path)
             new_model = make_model()
             new_model.load_state_dict(torch.load(path, weights_only=True))
             return new_model
         """,
-        """
-        def save_and_reload(model, make_model, path):
-            torch.save(model.state_dict(), path)
-            new_model = make_model()
-            new_model.load_state_dict(torch.load(path, weights_only=True))
-            return new_model
-        """,
-    ),
 )
 
 q2 = Exercise(
@@ -510,20 +501,12 @@ q2 = Exercise(
         "`with torch.serialization.safe_globals([...]):` 里列出所需的类。"
         "torch.serialization.get_unsafe_globals_in_checkpoint(path) 会告诉你文件需要哪些类。",
     ),
-    solution=(
-        """
+    solution="""
         def load_whole_model(path):
             layers = [nn.Sequential, nn.Conv2d, nn.MaxPool2d, nn.Flatten, nn.Linear]
             with torch.serialization.safe_globals([LessonNetSequential, *layers]):
                 return torch.load(path, weights_only=True)
         """,
-        """
-        def load_whole_model(path):
-            layers = [nn.Sequential, nn.Conv2d, nn.MaxPool2d, nn.Flatten, nn.Linear]
-            with torch.serialization.safe_globals([LessonNetSequential, *layers]):
-                return torch.load(path, weights_only=True)
-        """,
-    ),
 )
 
 q3 = Exercise(
@@ -540,16 +523,9 @@ q3 = Exercise(
         "两个网络按相同的顺序存放相同的张量，只有名字不同。"
         "第 01 课用 zip 只写一行代码，就在两个这样的网络之间复制了权重。",
     ),
-    solution=(
-        """
+    solution="""
         def to_course_keys(lecture_state):
             names = LessonNet().state_dict().keys()
             return dict(zip(names, lecture_state.values()))
         """,
-        """
-        def to_course_keys(lecture_state):
-            names = LessonNet().state_dict().keys()
-            return dict(zip(names, lecture_state.values()))
-        """,
-    ),
 )

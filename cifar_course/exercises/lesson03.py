@@ -316,18 +316,11 @@ q1 = Exercise(
         "logits 每张图像占一行、每个类别占一列。预测的类别就是一张图像最大的 logit 所在的位置："
         "那是哪一维，0 还是 1？然后再与 labels 比较。",
     ),
-    solution=(
-        """
+    solution="""
         def accuracy(logits, labels):
             predictions = logits.argmax(dim=1)
             return (predictions == labels).float().mean().item()
         """,
-        """
-        def accuracy(logits, labels):
-            predictions = logits.argmax(dim=1)
-            return (predictions == labels).float().mean().item()
-        """,
-    ),
 )
 
 q2 = Exercise(
@@ -341,8 +334,7 @@ q2 = Exercise(
         "缺了两行。传进来的模型处于 eval 模式，就像刚做完一次评估之后那样。"
         "另外，PyTorch 会把每个新的梯度加到 .grad 里已有的梯度上。",
     ),
-    solution=(
-        """
+    solution="""
         def train_one_epoch(model, loader, loss_fn, optimizer):
             model.train()
             for images, labels in loader:
@@ -352,17 +344,6 @@ q2 = Exercise(
                 loss.backward()
                 optimizer.step()
         """,
-        """
-        def train_one_epoch(model, loader, loss_fn, optimizer):
-            model.train()
-            for images, labels in loader:
-                outputs = model(images)
-                loss = loss_fn(outputs, labels)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-        """,
-    ),
 )
 
 q3 = Exercise(
@@ -376,8 +357,7 @@ q3 = Exercise(
         "三件事：model.eval()；`with torch.no_grad():`；"
         "以及在所有批量上累加答对的数量和图像的数量，最后只做一次除法。",
     ),
-    solution=(
-        """
+    solution="""
         def evaluate(model, loader):
             model.eval()
             correct, total = 0, 0
@@ -387,15 +367,4 @@ q3 = Exercise(
                     total += len(labels)
             return correct / total
         """,
-        """
-        def evaluate(model, loader):
-            model.eval()
-            correct, total = 0, 0
-            with torch.no_grad():
-                for images, labels in loader:
-                    correct += (model(images).argmax(dim=1) == labels).sum().item()
-                    total += len(labels)
-            return correct / total
-        """,
-    ),
 )

@@ -411,22 +411,13 @@ q1 = Exercise(
         "model.to(device) 原地移动模块的参数（并返回这个模块），"
         "而 tensor.to(device) 返回一个新张量：要把它赋值给变量。",
     ),
-    solution=(
-        """
+    solution="""
         def to_device(model, images, labels, device):
             model = model.to(device)
             images = images.to(device)
             labels = labels.to(device)
             return model, images, labels
         """,
-        """
-        def to_device(model, images, labels, device):
-            model = model.to(device)
-            images = images.to(device)
-            labels = labels.to(device)
-            return model, images, labels
-        """,
-    ),
 )
 
 q2 = Exercise(
@@ -441,8 +432,7 @@ q2 = Exercise(
         "有两样东西不能落在计时的区间里：最初几次调用的一次性开销，以及之前仍在排队的工作。"
         "而且，在还有工作排队时，时钟不能停下。哪个调用会让主机等待设备？",
     ),
-    solution=(
-        """
+    solution="""
         def time_op(run, sync, warmup=3, repeats=10):
             for _ in range(warmup):
                 run()
@@ -453,18 +443,6 @@ q2 = Exercise(
             sync()
             return (time.perf_counter() - start) / repeats
         """,
-        """
-        def time_op(run, sync, warmup=3, repeats=10):
-            for _ in range(warmup):
-                run()
-            sync()
-            start = time.perf_counter()
-            for _ in range(repeats):
-                run()
-            sync()
-            return (time.perf_counter() - start) / repeats
-        """,
-    ),
 )
 
 q3 = Exercise(
@@ -478,8 +456,7 @@ q3 = Exercise(
         "NVIDIA 用 torch.cuda.is_available()，Apple 芯片用 torch.backends.mps.is_available()，"
         "其他情况用 CPU。",
     ),
-    solution=(
-        """
+    solution="""
         def choose_device():
             if torch.cuda.is_available():
                 return torch.device("cuda")
@@ -487,13 +464,4 @@ q3 = Exercise(
                 return torch.device("mps")
             return torch.device("cpu")
         """,
-        """
-        def choose_device():
-            if torch.cuda.is_available():
-                return torch.device("cuda")
-            if torch.backends.mps.is_available():
-                return torch.device("mps")
-            return torch.device("cpu")
-        """,
-    ),
 )

@@ -331,22 +331,13 @@ q1 = Exercise(
         "不管图像是哪种模式，网络要的都是三个颜色通道、32x32 像素、0..1 之间的浮点数，"
         "并且最前面有一个批量维度。Pillow 可以在模式之间转换；其余的交给第 05 课的 transforms。",
     ),
-    solution=(
-        """
+    solution="""
         to_input = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
 
 
         def preprocess(image):
             return to_input(image.convert("RGB")).unsqueeze(0)
         """,
-        """
-        to_input = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
-
-
-        def preprocess(image):
-            return to_input(image.convert("RGB")).unsqueeze(0)
-        """,
-    ),
 )
 
 q2 = Exercise(
@@ -361,20 +352,12 @@ q2 = Exercise(
         "logits 的形状是 [1, 10]：一张图像，十个类别。哪个函数把 logits 变成概率？"
         "又该在两个维度中的哪一个上计算？最大的那个概率的索引就指明了类别。",
     ),
-    solution=(
-        """
+    solution="""
         def top_class(logits, class_names):
             probabilities = logits.softmax(dim=1)[0]
             index = int(probabilities.argmax())
             return class_names[index], probabilities[index].item()
         """,
-        """
-        def top_class(logits, class_names):
-            probabilities = logits.softmax(dim=1)[0]
-            index = int(probabilities.argmax())
-            return class_names[index], probabilities[index].item()
-        """,
-    ),
 )
 
 q3 = Exercise(
@@ -388,20 +371,11 @@ q3 = Exercise(
         "这里要用到第 05 课中的三行：推理时网络必须处于的模式，"
         "让自动微分（autograd）停止记录的代码块，以及复用你的 preprocess 和 top_class。",
     ),
-    solution=(
-        """
+    solution="""
         def classify(model, image, preprocess):
             model.eval()
             with torch.no_grad():
                 logits = model(preprocess(image))
             return top_class(logits, CLASSES)
         """,
-        """
-        def classify(model, image, preprocess):
-            model.eval()
-            with torch.no_grad():
-                logits = model(preprocess(image))
-            return top_class(logits, CLASSES)
-        """,
-    ),
 )

@@ -306,8 +306,7 @@ q1 = Exercise(
         "nn.Sequential(卷积, 规范化, 激活函数)。BatchNorm 会减去每个通道的均值，"
         "所以它前面那个卷积里的偏置会被抵消掉：bias=False。",
     ),
-    solution=(
-        """
+    solution="""
         def conv_block(c_in, c_out):
             return nn.Sequential(
                 nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
@@ -315,15 +314,6 @@ q1 = Exercise(
                 nn.ReLU(),
             )
         """,
-        """
-        def conv_block(c_in, c_out):
-            return nn.Sequential(
-                nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(),
-            )
-        """,
-    ),
 )
 
 q2 = Exercise(
@@ -339,22 +329,13 @@ q2 = Exercise(
         "预热结束之后，等于预热后那一段步数中还没走完的比例乘以峰值。"
         "要防止越过终点后出现负的学习率。",
     ),
-    solution=(
-        """
+    solution="""
         def triangular_lr(step, total, peak, warmup=0.2):
             rise = max(1, int(total * warmup))
             if step < rise:
                 return peak * step / rise
             return peak * max(0.0, (total - step) / max(1, total - rise))
         """,
-        """
-        def triangular_lr(step, total, peak, warmup=0.2):
-            rise = max(1, int(total * warmup))
-            if step < rise:
-                return peak * step / rise
-            return peak * max(0.0, (total - step) / max(1, total - rise))
-        """,
-    ),
 )
 
 q3 = Exercise(
@@ -368,18 +349,10 @@ q3 = Exercise(
         "把目标看作一个混合：(1 - smoothing) 份独热目标，加上 smoothing 份在所有类别上的"
         "均匀分布。torch.nn.functional.one_hot 可以生成前者。",
     ),
-    solution=(
-        """
+    solution="""
         def smooth_targets(labels, num_classes, smoothing):
             targets = torch.full((len(labels), num_classes), smoothing / num_classes)
             targets[torch.arange(len(labels)), labels] += 1 - smoothing
             return targets
         """,
-        """
-        def smooth_targets(labels, num_classes, smoothing):
-            targets = torch.full((len(labels), num_classes), smoothing / num_classes)
-            targets[torch.arange(len(labels)), labels] += 1 - smoothing
-            return targets
-        """,
-    ),
 )

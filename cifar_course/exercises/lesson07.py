@@ -301,18 +301,11 @@ q1 = Exercise(
         "逐个参数地处理：zip(*per_process) 把每个参数在所有进程上的梯度排在一起。"
         "每个进程最后应当持有的是哪一个张量？",
     ),
-    solution=(
-        """
+    solution="""
         def average_gradients(per_process):
             world = len(per_process)
             return [sum(grads) / world for grads in zip(*per_process)]
         """,
-        """
-        def average_gradients(per_process):
-            world = len(per_process)
-            return [sum(grads) / world for grads in zip(*per_process)]
-        """,
-    ),
 )
 
 q2 = Exercise(
@@ -361,16 +354,9 @@ q3 = Exercise(
         "每个进程都会调用这个函数；只有一个进程可以写入。另外，DDP 包装的 state_dict "
         "把每个张量都命名为 module.xxx：包在里面的网络是 model.module。",
     ),
-    solution=(
-        """
+    solution="""
         def save_checkpoint(model, path, rank):
             if rank == 0:
                 torch.save(model.module.state_dict(), path)
         """,
-        """
-        def save_checkpoint(model, path, rank):
-            if rank == 0:
-                torch.save(model.module.state_dict(), path)
-        """,
-    ),
 )

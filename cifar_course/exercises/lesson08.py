@@ -383,22 +383,13 @@ q1 = Exercise(
         "每个滤波器是 `eigenvectors` 的一列，除以它的特征值加上 eps 之后的平方根。"
         "把它们按行返回。",
     ),
-    solution=(
-        """
+    solution="""
         def whitening_filters(patches, eps):
             centred = patches - patches.mean(0)
             covariance = centred.T @ centred / (len(patches) - 1)
             eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
             return eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]
         """,
-        """
-        def whitening_filters(patches, eps):
-            centred = patches - patches.mean(0)
-            covariance = centred.T @ centred / (len(patches) - 1)
-            eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-            return eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]
-        """,
-    ),
 )
 
 q2 = Exercise(
@@ -412,16 +403,10 @@ q2 = Exercise(
         "第 0 轮原样使用 `base`；第 1 轮用它的反面；第 2 轮又用 `base`。"
         "`epoch % 2` 能告诉你什么？`~` 对一个由 True/False 组成的张量做了什么？",
     ),
-    solution=(
-        """
+    solution="""
         def flips_for_epoch(base, epoch):
             return base if epoch % 2 == 0 else ~base
         """,
-        """
-        def flips_for_epoch(base, epoch):
-            return base if epoch % 2 == 0 else ~base
-        """,
-    ),
 )
 
 q3 = Exercise(
@@ -437,8 +422,7 @@ q3 = Exercise(
         "`tensor.mul_(decay).add_(current[name], alpha=1 - decay)`。"
         "其余的（批量规范化的批量计数器）用 `copy_` 复制。",
     ),
-    solution=(
-        """
+    solution="""
         @torch.no_grad()
         def ema_update(average, current, decay):
             for name, tensor in average.items():
@@ -447,14 +431,4 @@ q3 = Exercise(
                 else:
                     tensor.copy_(current[name])
         """,
-        """
-        @torch.no_grad()
-        def ema_update(average, current, decay):
-            for name, tensor in average.items():
-                if tensor.is_floating_point():
-                    tensor.mul_(decay).add_(current[name], alpha=1 - decay)
-                else:
-                    tensor.copy_(current[name])
-        """,
-    ),
 )
