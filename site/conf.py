@@ -7,7 +7,6 @@ sphinx-book-theme: the stack of Jupyter Book 1, whose launch buttons (Colab), do
 
 import logging
 import posixpath
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -91,14 +90,13 @@ def language_switch(app, pagename, templatename, context, doctree) -> None:
 
 
 def search_terms() -> str:
-    """A jieba dictionary of the glossary's Chinese terms (notebooks/zh/TERMS.md): the Chinese
-    site's search then finds "状态字典" as one word, as well as "状态" and "字典"."""
-    terms = ROOT / "notebooks" / "zh" / "TERMS.md"
-    words = set()
-    for line in terms.read_text(encoding="utf-8").splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) > 2 and cells[1] not in ("中文", "---"):
-            words.update(w.strip() for w in cells[1].split("/") if re.search(r"[一-鿿]", w))
+    """A jieba dictionary of the glossary's Chinese terms (notebooks/zh/TERMS.md, read by
+    tools/zh.py): the Chinese site's search then finds "状态字典" as one word, as well as "状态"
+    and "字典"."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from zh import CJK, load_terms
+
+    words = {term for _, chinese, _, _ in load_terms() for term in chinese if CJK.search(term)}
     path = Path(tempfile.gettempdir()) / "cifar_course_search_terms.txt"
     path.write_text("".join(f"{w} 100000\n" for w in sorted(words)), encoding="utf-8")
     return str(path)

@@ -25,6 +25,13 @@ EVERY_NOTEBOOK = (
     + sorted((Path(__file__).resolve().parents[1] / "notebooks" / "zh").rglob("[0-9][0-9]_*.ipynb"))
 )
 WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def notebook_id(path: Path) -> str:
+    """A notebook's path under notebooks/, as its tests are named: "zh/exercises/01_..."."""
+    return path.relative_to(Path(__file__).resolve().parents[1] / "notebooks").as_posix()
+
+
 EXPECTED = [
     "01_sequential_model",
     "02_save_and_load",
@@ -73,9 +80,7 @@ def test_no_placeholder_left_unfilled(path):
 @pytest.mark.parametrize(
     "path",
     EVERY_NOTEBOOK,
-    ids=lambda p: p.relative_to(
-        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
-    ).as_posix(),
+    ids=notebook_id,
 )
 def test_setup_cell_installs_only_on_colab(path):
     setup = read(path).cells[1]
@@ -111,9 +116,7 @@ def test_errors_only_where_expected(path):
 @pytest.mark.parametrize(
     "path",
     EVERY_NOTEBOOK,
-    ids=lambda p: p.relative_to(
-        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
-    ).as_posix(),
+    ids=notebook_id,
 )
 def test_no_noisy_metadata(path):
     nb = read(path)
@@ -156,9 +159,7 @@ def output_texts(cell) -> list[str]:
 @pytest.mark.parametrize(
     "path",
     EVERY_NOTEBOOK,
-    ids=lambda p: p.relative_to(
-        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
-    ).as_posix(),
+    ids=notebook_id,
 )
 def test_kernelspec_is_what_jupyterlab_writes(path):
     # anything else and JupyterLab rewrites it on opening: the notebook opens already "modified"
@@ -168,9 +169,7 @@ def test_kernelspec_is_what_jupyterlab_writes(path):
 @pytest.mark.parametrize(
     "path",
     EVERY_NOTEBOOK,
-    ids=lambda p: p.relative_to(
-        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
-    ).as_posix(),
+    ids=notebook_id,
 )
 def test_stored_outputs_show_no_machine_paths_colour_codes_or_long_tracebacks(path):
     repo = str(Path(__file__).resolve().parents[1])
@@ -189,9 +188,7 @@ def test_stored_outputs_show_no_machine_paths_colour_codes_or_long_tracebacks(pa
 @pytest.mark.parametrize(
     "path",
     EVERY_NOTEBOOK,
-    ids=lambda p: p.relative_to(
-        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
-    ).as_posix(),
+    ids=notebook_id,
 )
 def test_test_plumbing_is_in_tags_not_in_the_code(path):
     for cell in read(path).cells:
@@ -232,9 +229,7 @@ def test_ordered_list_runs_sees_a_list_that_markdown_would_renumber():
 @pytest.mark.parametrize(
     "path",
     EVERY_NOTEBOOK,
-    ids=lambda p: p.relative_to(
-        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
-    ).as_posix(),
+    ids=notebook_id,
 )
 def test_numbered_lists_render_with_the_numbers_written(path):
     # Markdown numbers a list from its first item on: "1. ..." then "5. ..." renders as "1." "2."
@@ -247,9 +242,7 @@ def test_numbered_lists_render_with_the_numbers_written(path):
 @pytest.mark.parametrize(
     "path",
     EVERY_NOTEBOOK,
-    ids=lambda p: p.relative_to(
-        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
-    ).as_posix(),
+    ids=notebook_id,
 )
 def test_no_path_into_this_repository(path):
     # the notebook runs from any folder with only the installed package, as on Colab
@@ -263,9 +256,7 @@ def test_no_path_into_this_repository(path):
 @pytest.mark.parametrize(
     "path",
     EVERY_NOTEBOOK,
-    ids=lambda p: p.relative_to(
-        p.parents[len(p.parts) - 2 - p.parts.index("notebooks")]
-    ).as_posix(),
+    ids=notebook_id,
 )
 def test_sizes_are_chosen_in_one_place(path):
     # a full run and the tests' smoke run differ only in by_mode's answers, never in the code path

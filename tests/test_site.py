@@ -286,24 +286,24 @@ def test_the_chinese_site_is_set_in_a_cjk_font_and_its_search_finds_a_glossary_t
         page.wait_for_url("**/notebooks/02_save_and_load.html")
     finally:
         page.close()
-    page, errors = open_page(browser, "zh/search.html?q=状态字典")
+    hrefs = search(browser, "zh/search.html?q=状态字典")
+    assert any("notebooks/zh/02_save_and_load" in h for h in hrefs), hrefs
+
+
+def search(browser, address: str) -> list[str]:
+    """The addresses the site's search page at ``address`` lists, once it has listed any; no
+    console error on the way."""
+    page, errors = open_page(browser, address)
     try:
         results = page.locator("#search-results a")
         results.first.wait_for(timeout=15_000)
-        hrefs = [results.nth(i).get_attribute("href") for i in range(results.count())]
-        assert any("notebooks/zh/02_save_and_load" in (h or "") for h in hrefs), hrefs
+        hrefs = [results.nth(i).get_attribute("href") or "" for i in range(results.count())]
         assert not errors, errors
+        return hrefs
     finally:
         page.close()
 
 
 def test_search_for_state_dict_lists_lesson_02(browser):
-    page, errors = open_page(browser, "search.html?q=state_dict")
-    try:
-        results = page.locator("#search-results a")
-        results.first.wait_for(timeout=15_000)
-        hrefs = [results.nth(i).get_attribute("href") for i in range(results.count())]
-        assert any("02_save_and_load" in (h or "") for h in hrefs), hrefs
-        assert not errors, errors
-    finally:
-        page.close()
+    hrefs = search(browser, "search.html?q=state_dict")
+    assert any("02_save_and_load" in h for h in hrefs), hrefs

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import functools
 import hashlib
 import io
 import posixpath
@@ -339,6 +340,7 @@ def localize_links(text: str, english: Path, chinese: Path) -> str:
 # Terms (notebooks/zh/TERMS.md) and the lecture's own words
 
 
+@functools.cache  # read once: every cell of every notebook is checked against it
 def load_terms() -> list[tuple[list[str], list[str], list[str], bool]]:
     """The glossary's rows: (English spellings, Chinese, spellings to avoid, core). A core term
     (the first table) must be used wherever the English cell uses the English one."""
@@ -913,8 +915,9 @@ def missing() -> list[str]:
 # Export, import
 
 
-def chinese_twin(path: Path) -> Path:
-    """``path`` as a Chinese notebook in step with its English one; else ``Refused``."""
+def chinese_twin(path: Path) -> tuple[Path, nbformat.NotebookNode, nbformat.NotebookNode]:
+    """``path`` as a Chinese notebook in step with its English one, read: (its path, the English
+    notebook, the Chinese one); else ``Refused``."""
     path = path.resolve()
     if path.suffix != ".ipynb" or not path.is_file():
         raise Refused(f"{path}: not a notebook file; give one under {rel(ZH)}/")
@@ -927,14 +930,11 @@ def chinese_twin(path: Path) -> Path:
     zh = nbformat.read(path, as_version=4)
     if [(c.id, c.cell_type) for c in zh.cells] != [(c.id, c.cell_type) for c in en.cells]:
         raise Refused(f"{rel(path)}: its cells are not the English ones: run tools/zh.py sync")
-    return path
+    return path, en, zh
 
 
 def export(chinese: Path, everything: bool) -> str:
-    chinese = chinese_twin(chinese)
-    english = en_path(chinese)
-    en = nbformat.read(english, as_version=4)
-    zh = nbformat.read(chinese, as_version=4)
+    chinese, en, zh = chinese_twin(chinese)
     blocks = []
     for en_cell, zh_cell in zip(en.cells, zh.cells, strict=True):
         if not needs_translation(en_cell) and not translation(zh_cell):
@@ -975,7 +975,7 @@ def import_text(text: str) -> list[str]:
     if not chunks:
         raise Refused("the file holds no block (=== <cell id> <kind> <notebook> ===)")
     refused: list[str] = []
-    changed: dict[Path, nbformat.NotebookNode] = {}
+    twins: dict[str, tuple[Path, nbformat.NotebookNode, nbformat.NotebookNode] | Refused] = {}
     for index, (cell_id, kind, notebook, en_hash, lines) in enumerate(chunks):
         body = "\n".join(lines).strip("\n")
         if index in stale:
@@ -990,14 +990,18 @@ def import_text(text: str) -> list[str]:
                 "(en=...); export the cell and put the translation in that block"
             )
             continue
-        try:
-            chinese = chinese_twin(ROOT / notebook)
-        except Refused as why:
-            refused.append(str(why))
+        if notebook not in twins:  # each notebook read once, whatever the number of its blocks
+            try:
+                twins[notebook] = chinese_twin(ROOT / notebook)
+            except Refused as why:
+                twins[notebook] = why
+        twin = twins[notebook]
+        if isinstance(twin, Refused):
+            refused.append(str(twin))
             continue
+        chinese, en_notebook, zh = twin
         english = en_path(chinese)
-        zh = changed.setdefault(chinese, nbformat.read(chinese, as_version=4))
-        en = {c.id: c for c in nbformat.read(english, as_version=4).cells}
+        en = {c.id: c for c in en_notebook.cells}
         cells = {c.id: c for c in zh.cells}
         if cell_id not in cells or cells[cell_id].cell_type != kind:
             refused.append(f"{notebook}: no {kind} cell {cell_id}")
@@ -1023,7 +1027,8 @@ def import_text(text: str) -> list[str]:
         mark(cells[cell_id], source)
     if refused:
         return refused
-    for chinese, zh in changed.items():
+    for twin in twins.values():
+        chinese, _, zh = twin  # no twin was refused: nothing was
         nbformat.write(zh, chinese)
     return []
 
